@@ -1,0 +1,132 @@
+"""Group level: read the participant-level derivatives in OUTPUT_DIR (never recompute them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from ..config import Config
+from ..interfaces.bids import DerivativesDataSink
+from ..utils.bids import InputError, read_participants, strip_prefix
+from ..utils.derivatives import write_derivatives_root
+from .parser import EXIT_FAILED, EXIT_INVALID_BIDS, EXIT_NO_MATCH, EXIT_OK
+
+LOGGER = logging.getLogger("bids_brainage")
+
+SCAN_COLUMNS = {
+    "participant_id": {"Description": "Participant label, with the sub- prefix"},
+    "session_id": {"Description": "Session label, with the ses- prefix (n/a if none)"},
+    "acquisition": {"Description": "acq- entity of the T1w image (n/a if none)"},
+    "run": {"Description": "run- entity of the T1w image (n/a if none)"},
+    "site": {"Description": "Acquisition site used to group scans"},
+    "site_source": {
+        "Description": "Where the site came from",
+        "Levels": {
+            "participants.tsv": "site column of participants.tsv",
+            "sessions.tsv/scans.tsv": "site column of sessions.tsv or scans.tsv",
+            "sidecar": "InstitutionName, or Manufacturer/model/field strength of the T1w sidecar",
+            "none": "no source; site is 'unknown'",
+        },
+    },
+    "age": {"Description": "Chronological age from participants.tsv", "Units": "year"},
+    "sex": {"Description": "Sex from participants.tsv"},
+    "group": {"Description": "Group from participants.tsv (e.g. HC for healthy controls)"},
+    "qc_flags": {"Description": "Comma-separated QC flags raised during preprocessing"},
+    "source": {"Description": "The raw T1w image, relative to BIDS_DIR"},
+}
+
+
+def find_scan_qc(output_dir: Path) -> list[Path]:
+    """Every scan's QC JSON written by the participant level."""
+    return sorted(output_dir.glob("sub-*/**/anat/*_qc.json"))
+
+
+def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
+    """One row per processed scan, demographics joined from participants.tsv."""
+    execution = config.execution
+    demographics, table_errors = read_participants(execution.bids_dir)
+    wanted_subjects = {strip_prefix(s, "sub") for s in execution.participant_label or []}
+    wanted_sessions = {strip_prefix(s, "ses") for s in execution.session_label or []}
+    rows, problems = [], []
+    for qc_file in find_scan_qc(execution.output_dir):
+        try:
+            qc = json.loads(qc_file.read_text())
+            scan = qc["scan"]
+        except (ValueError, KeyError) as err:
+            problems.append(f"{qc_file}: not a bids_brainage QC file ({err}); skipped")
+            continue
+        subject, session = scan["subject"], scan.get("session")
+        if wanted_subjects and subject not in wanted_subjects:
+            continue
+        if wanted_sessions and session not in wanted_sessions:
+            continue
+        if subject in table_errors:
+            problems.append(table_errors[subject])
+        info = demographics.get(subject)
+        rows.append({
+            "participant_id": f"sub-{subject}",
+            "session_id": f"ses-{session}" if session else None,
+            "acquisition": scan.get("acquisition"),
+            "run": scan.get("run"),
+            "site": scan.get("site", "unknown"),
+            "site_source": scan.get("site_source", "none"),
+            "age": info.age if info else None,
+            "sex": info.sex if info else None,
+            "group": info.group if info else None,
+            "qc_flags": ",".join(qc.get("flags", [])),
+            "source": scan.get("source"),
+        })  # fmt:skip
+    table = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
+    return table, problems
+
+
+def write_table(table: pd.DataFrame, config: Config, suffix: str, columns: dict) -> Path:
+    """Write a group TSV and its column sidecar through the one derivatives writer."""
+    staging = config.execution.work_dir / "group_staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    tsv = staging / f"{suffix}.tsv"
+    table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+    sink = DerivativesDataSink(
+        base_directory=str(config.execution.output_dir),
+        entities={},
+        suffix=suffix,
+        extension=".tsv",
+        in_file=str(tsv),
+        meta_dict={k: v for k, v in columns.items() if k in table.columns},
+    )
+    return Path(sink.run().outputs.out_file)
+
+
+def run_group(config: Config) -> int:
+    execution = config.execution
+    try:
+        if not find_scan_qc(execution.output_dir):
+            print(
+                f"bids_brainage: no participant-level derivatives in {execution.output_dir}; "
+                "run the participant level first",
+                file=sys.stderr,
+            )
+            return EXIT_NO_MATCH
+        try:
+            table, problems = collect_scan_table(config)
+        except InputError as err:
+            print(f"bids_brainage: {err}", file=sys.stderr)
+            return EXIT_INVALID_BIDS
+        if table.empty:
+            print("bids_brainage: no processed scan matches the selection", file=sys.stderr)
+            return EXIT_NO_MATCH
+        for problem in problems:
+            LOGGER.warning(problem)
+        out = write_table(table, config, "scans", SCAN_COLUMNS)
+        n_age = int(table["age"].notna().sum())
+        print(
+            f"bids_brainage group: {len(table)} scan(s) of {table['participant_id'].nunique()} "
+            f"participant(s), {n_age} with an age; table written to {out}"
+        )
+    finally:
+        write_derivatives_root(execution.output_dir, execution.bids_dir)
+    return EXIT_FAILED if problems else EXIT_OK

@@ -1,0 +1,203 @@
+"""Command line of the BIDS-App: ``bids_brainage BIDS_DIR OUTPUT_DIR {participant,group}``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+from .. import __version__
+from ..config import Config, ExecutionSettings, NipypeSettings, Seeds
+from ..utils.bids import InputError, load_filters
+
+ANALYSIS_LEVELS = ("participant", "group")
+
+# Exit codes of the BIDS-Apps execution specification.
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_INVALID_BIDS = 16
+EXIT_UNKNOWN_LEVEL = 17
+EXIT_NO_MATCH = 18
+EXIT_USAGE = 64
+
+
+class UsageError(Exception):
+    """A command-line mistake; ``code`` is the exit status."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse would exit 2; the BIDS-App spec says 64
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
+def _positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return number
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="bids_brainage",
+        description="Brain age from T1-weighted MRI: global age, local age maps and group "
+        "statistics, as a BIDS-App.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="the root of the BIDS dataset (read only)")
+    parser.add_argument("output_dir", type=Path, help="where the derivatives are written")
+    parser.add_argument(
+        "analysis_level",
+        metavar="{participant,group}",
+        help="participant: process each T1w scan; group: statistics over OUTPUT_DIR",
+    )
+    parser.add_argument("--version", action="version", version=f"bids_brainage {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="verbosity",
+        action="count",
+        default=0,
+        help="more output (-v info, -vv debug)",
+    )
+
+    sel = parser.add_argument_group("selecting data")
+    sel.add_argument(
+        "--participant-label",
+        "--participant_label",
+        nargs="+",
+        metavar="LABEL",
+        help="participants to process, with or without 'sub-' (default: all)",
+    )
+    sel.add_argument(
+        "--session-label",
+        "--session_label",
+        nargs="+",
+        metavar="LABEL",
+        help="sessions to process, with or without 'ses-' (default: all)",
+    )
+    sel.add_argument(
+        "--bids-filter-file",
+        "--bids_filter_file",
+        type=Path,
+        metavar="FILE",
+        help='JSON of pybids filters, fMRIPrep style: {"t1w": {"acquisition": "mprage"}}',
+    )
+    sel.add_argument(
+        "--skip-bids-validation",
+        "--skip_bids_validation",
+        action="store_true",
+        help="do not run the official BIDS validator on BIDS_DIR",
+    )
+
+    perf = parser.add_argument_group("resources")
+    perf.add_argument(
+        "--nprocs",
+        "--n_cpus",
+        "--n-cpus",
+        dest="nprocs",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        help="processes run at once",
+    )
+    perf.add_argument(
+        "--omp-nthreads",
+        "--omp_nthreads",
+        type=_positive_int,
+        default=1,
+        help="threads per process (ANTs, torch)",
+    )
+    perf.add_argument(
+        "--mem-gb",
+        "--mem_gb",
+        type=_positive_float,
+        metavar="GB",
+        help="memory the scheduler may use",
+    )
+    perf.add_argument(
+        "-w",
+        "--work-dir",
+        "--work_dir",
+        type=Path,
+        metavar="DIR",
+        help="intermediate results, reused between runs "
+        "(default: a folder in the system's temporary directory)",
+    )
+    perf.add_argument(
+        "--seed",
+        type=int,
+        default=Seeds.master,
+        help="master random seed; same input and seed give the same output",
+    )
+    return parser
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def parse_args(argv: list[str] | None = None) -> Config:
+    """Parse and check the command line; raise UsageError with the BIDS-App exit code."""
+    opts = build_parser().parse_args(argv)
+    if opts.analysis_level not in ANALYSIS_LEVELS:
+        raise UsageError(
+            f"unknown analysis level {opts.analysis_level!r}; choose participant or group",
+            EXIT_UNKNOWN_LEVEL,
+        )
+    bids_dir = opts.bids_dir.absolute()
+    output_dir = opts.output_dir.absolute()
+    if not bids_dir.is_dir():
+        raise UsageError(f"{bids_dir}: BIDS_DIR is not a folder")
+    if output_dir.resolve() == bids_dir.resolve():
+        raise UsageError(f"{output_dir}: OUTPUT_DIR must not be BIDS_DIR (input is read only)")
+    if _inside(output_dir, bids_dir):
+        raise UsageError(
+            f"{output_dir}: OUTPUT_DIR must not be inside BIDS_DIR, which is never written to"
+        )
+    work_dir = (
+        opts.work_dir.absolute()
+        if opts.work_dir
+        else Path(tempfile.gettempdir()) / f"bids_brainage_work_{os.getuid()}"
+    )
+    if _inside(work_dir, bids_dir):
+        raise UsageError(f"{work_dir}: the work directory must not be inside BIDS_DIR")
+    if _inside(work_dir, output_dir):
+        raise UsageError(f"{work_dir}: the work directory must not be inside OUTPUT_DIR")
+    try:
+        filters = load_filters(opts.bids_filter_file)
+    except InputError as err:
+        raise UsageError(str(err)) from err
+
+    run_uuid = f"{datetime.now():%Y%m%d-%H%M%S}_{uuid.uuid4().hex[:8]}"
+    execution = ExecutionSettings(
+        bids_dir=bids_dir,
+        output_dir=output_dir,
+        analysis_level=opts.analysis_level,
+        work_dir=work_dir,
+        participant_label=opts.participant_label,
+        session_label=opts.session_label,
+        bids_filters=filters,
+        skip_bids_validation=opts.skip_bids_validation,
+        verbosity=opts.verbosity,
+        run_uuid=run_uuid,
+    )
+    nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
+    return Config(execution=execution, nipype=nipype, seeds=Seeds(master=opts.seed))

@@ -1,0 +1,247 @@
+"""Entry point: ``bids_brainage BIDS_DIR OUTPUT_DIR {participant,group} [options]``."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from .. import __version__
+from ..config import Config
+from ..utils.bids import (
+    InputError,
+    T1wScan,
+    collect_t1w,
+    format_validator_issue,
+    run_bids_validator,
+)
+from ..utils.derivatives import write_derivatives_root
+from ..utils.io import write_text_atomic
+from .parser import (
+    EXIT_FAILED,
+    EXIT_INVALID_BIDS,
+    EXIT_NO_MATCH,
+    EXIT_OK,
+    UsageError,
+    parse_args,
+)
+
+LOGGER = logging.getLogger("bids_brainage")
+EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)): (.+)$")
+
+
+@dataclass
+class Failure:
+    """A scan that produced no outputs, and the one-line reason why."""
+
+    key: str
+    reason: str
+    crash_file: Path | None = None
+
+
+def setup_logging(verbosity: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
+    LOGGER.handlers[:] = [handler]
+    LOGGER.setLevel(min(level, logging.INFO))
+    LOGGER.propagate = False
+    # Nipype prints whole tracebacks at ERROR; the crash files keep them, the console gets one
+    # line per failed scan unless -v is given.
+    nipype_level = {0: logging.CRITICAL, 1: logging.WARNING, 2: logging.INFO}.get(
+        verbosity, logging.DEBUG
+    )
+    from nipype import config as nipype_config
+    from nipype import logging as nipype_logging
+
+    name = logging.getLevelName(nipype_level)
+    nipype_config.update_config(
+        {"logging": {"workflow_level": name, "interface_level": name, "utils_level": name}}
+    )
+    nipype_logging.update_logging(nipype_config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the BIDS-App; return the exit code (BIDS-Apps execution specification)."""
+    try:
+        config = parse_args(argv)
+    except UsageError as err:
+        print(str(err), file=sys.stderr)
+        return err.code
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    setup_logging(config.execution.verbosity)
+    config.seeds.apply()
+    LOGGER.info("bids_brainage %s, %s level", __version__, config.execution.analysis_level)
+    if config.execution.analysis_level == "participant":
+        return run_participant(config)
+    from .group import run_group
+
+    return run_group(config)
+
+
+def validate_input(config: Config) -> int | None:
+    """Run the official validator; print its errors and return 16 if there are any."""
+    if config.execution.skip_bids_validation:
+        return None
+    bids_dir = config.execution.bids_dir
+    try:
+        errors = run_bids_validator(bids_dir)
+    except RuntimeError as err:
+        print(f"bids_brainage: {err}", file=sys.stderr)
+        return EXIT_INVALID_BIDS
+    if not errors:
+        return None
+    print(f"bids_brainage: {bids_dir} is not valid BIDS ({len(errors)} errors):", file=sys.stderr)
+    for issue in errors[:50]:
+        print(f"  - {format_validator_issue(issue)}", file=sys.stderr)
+    if len(errors) > 50:
+        print(f"  ... and {len(errors) - 50} more", file=sys.stderr)
+    print("Fix them, or pass --skip-bids-validation to go on at your own risk.", file=sys.stderr)
+    return EXIT_INVALID_BIDS
+
+
+def run_participant(config: Config) -> int:
+    code = validate_input(config)
+    if code is not None:
+        return code
+    execution = config.execution
+    started = datetime.now()
+    failures: list[Failure] = []
+    try:
+        try:
+            scans = collect_t1w(
+                execution.bids_dir,
+                execution.participant_label,
+                execution.session_label,
+                execution.bids_filters,
+            )
+        except InputError as err:
+            print(f"bids_brainage: {err}", file=sys.stderr)
+            return EXIT_INVALID_BIDS
+        if not scans:
+            print(
+                f"bids_brainage: no T1w image in {execution.bids_dir} matches the selection "
+                f"(participants {execution.participant_label or 'all'}, sessions "
+                f"{execution.session_label or 'all'}, filters {execution.bids_filters or 'none'})",
+                file=sys.stderr,
+            )
+            return EXIT_NO_MATCH
+        runnable = [scan for scan in scans if scan.error is None]
+        for scan in scans:
+            if scan.error is not None:
+                crash = write_crash_file(execution.log_dir, scan.key, scan.error)
+                failures.append(Failure(scan.key, scan.error, crash))
+        LOGGER.warning(
+            "processing %d T1w scan(s) of %d participant(s)",
+            len(runnable),
+            len({s.subject for s in runnable}),
+        )
+        if runnable:
+            failures += run_graph(config, runnable)
+    finally:
+        write_derivatives_root(execution.output_dir, execution.bids_dir)
+        config.dump(execution.log_dir / f"config-{execution.run_uuid}.json")
+    return report(failures, len(scans), started)
+
+
+def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
+    """Build and run the Nipype graph; return the scans that failed."""
+    from ..workflows.base import (
+        init_brainage_wf,
+        methods_text,
+        scan_workflow_name,
+        subject_workflow_name,
+    )
+
+    execution = config.execution
+    log_dir = execution.log_dir
+    log_dir.mkdir(parents=True, exist_ok=True)
+    execution.work_dir.mkdir(parents=True, exist_ok=True)
+    workflow = init_brainage_wf(config, scans)
+    workflow.config["execution"] = {
+        "crashdump_dir": str(log_dir),
+        "crashfile_format": "txt",
+        "stop_on_first_crash": False,
+        "remove_unnecessary_outputs": False,
+        "check_version": False,
+        "get_linked_libs": False,
+        "poll_sleep_duration": 0.1,
+    }
+    write_text_atomic(log_dir / "CITATION.md", citation(methods_text(workflow)))
+    before = set(log_dir.glob("crash-*.txt"))
+    try:
+        workflow.run(plugin=config.nipype.plugin, plugin_args=config.nipype.plugin_args)
+    except RuntimeError as err:  # raised after every runnable node has run
+        LOGGER.debug("nipype: %s", err)
+    by_workflow = {(subject_workflow_name(s.subject), scan_workflow_name(s)): s for s in scans}
+    failures = []
+    for crash in sorted(set(log_dir.glob("crash-*.txt")) - before):
+        scan, reason = read_crash_file(crash, by_workflow)
+        key = scan.key if scan else "unknown scan"
+        failures.append(Failure(key, reason, crash))
+    return failures
+
+
+def read_crash_file(crash: Path, by_workflow: dict) -> tuple[T1wScan | None, str]:
+    """Which scan a Nipype crash file is about, and the one-line reason it gives."""
+    text = crash.read_text(errors="replace").splitlines()
+    node = next((line.split(":", 1)[1].strip() for line in text if line.startswith("Node:")), "")
+    parts = node.split(".")
+    scan = next(
+        (
+            s
+            for (sub_wf, scan_wf), s in by_workflow.items()
+            if sub_wf in parts and scan_wf in parts
+        ),
+        None,
+    )
+    reason = "unknown error"
+    for line in reversed(text):
+        match = EXCEPTION_LINE.match(line.strip())
+        if match:
+            kind, message = match.groups()
+            reason = message if kind == "InputError" else f"{kind}: {message}"
+            break
+    return scan, reason
+
+
+def write_crash_file(log_dir: Path, key: str, reason: str) -> Path:
+    """A crash file for a scan that failed before the graph (e.g. a bad participants.tsv row)."""
+    path = log_dir / f"crash-{datetime.now():%Y%m%d-%H%M%S}-{key}.txt"
+    stack = "".join(traceback.format_stack(limit=3))
+    write_text_atomic(path, f"Scan: {key}\n\n{stack}InputError: {reason}\n")
+    return path
+
+
+def report(failures: list[Failure], n_scans: int, started: datetime) -> int:
+    elapsed = (datetime.now() - started).total_seconds()
+    if not failures:
+        LOGGER.warning("all %d scan(s) processed in %.0f s", n_scans, elapsed)
+        return EXIT_OK
+    print(
+        f"bids_brainage: {len(failures)} of {n_scans} scan(s) failed "
+        f"(the others finished; {elapsed:.0f} s):",
+        file=sys.stderr,
+    )
+    for failure in failures:
+        where = f" [{failure.crash_file.name}]" if failure.crash_file else ""
+        print(f"  {failure.key}: {failure.reason}{where}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def citation(methods: str) -> str:
+    return (
+        "# Methods\n\n"
+        f"Results were generated with bids_brainage {__version__}, a BIDS-App built on "
+        "Nipype, pybids, NiBabel and ANTsPy.\n\n"
+        f"{methods}\n"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

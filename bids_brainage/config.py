@@ -1,0 +1,130 @@
+"""One run-wide configuration, filled by the command line and passed to every workflow.
+
+Sections follow fMRIPrep's ``config.py`` (execution, workflow, nipype, seeds) but are plain
+dataclasses handed around explicitly, so that tests can build several configs in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class ExecutionSettings:
+    """Where the run reads and writes, and what it selects."""
+
+    bids_dir: Path
+    output_dir: Path
+    analysis_level: str
+    work_dir: Path
+    participant_label: list[str] | None = None
+    session_label: list[str] | None = None
+    bids_filters: dict = field(default_factory=dict)
+    skip_bids_validation: bool = False
+    verbosity: int = 0
+    run_uuid: str = ""
+
+    @property
+    def log_dir(self) -> Path:
+        return self.output_dir / "logs"
+
+
+@dataclass
+class WorkflowSettings:
+    """Choices that change what the pipeline computes."""
+
+    max_voxel_mm: float = 8.0
+    min_voxel_mm: float = 0.1
+    min_fov_mm: float = 60.0
+    max_fov_mm: float = 600.0
+    max_voxels: int = 256 * 1024 * 1024
+
+
+@dataclass
+class NipypeSettings:
+    """Resources; they never change results, so they never invalidate caches."""
+
+    nprocs: int = 1
+    omp_nthreads: int = 1
+    mem_gb: float | None = None
+
+    @property
+    def plugin(self) -> str:
+        return "MultiProc" if self.nprocs > 1 else "Linear"
+
+    @property
+    def plugin_args(self) -> dict:
+        if self.plugin == "Linear":
+            return {}
+        args = {"n_procs": self.nprocs, "raise_insufficient": False}
+        if self.mem_gb:
+            args["memory_gb"] = self.mem_gb
+        return args
+
+
+@dataclass
+class Seeds:
+    """One master seed from which every library's seed is derived."""
+
+    master: int = 20181209
+
+    def derive(self, name: str) -> int:
+        """A stable per-purpose seed (same master and name give the same seed)."""
+        rng = np.random.default_rng([self.master, *name.encode()])
+        return int(rng.integers(1, 2**31 - 1))
+
+    @property
+    def numpy(self) -> int:
+        return self.derive("numpy")
+
+    @property
+    def torch(self) -> int:
+        return self.derive("torch")
+
+    @property
+    def ants(self) -> int:
+        return self.derive("ants")
+
+    def apply(self) -> None:
+        """Seed the global generators of this process."""
+        random.seed(self.derive("python"))
+        np.random.seed(self.numpy % 2**32)  # noqa: NPY002 - for libraries using the global RNG
+        os.environ["ANTS_RANDOM_SEED"] = str(self.ants)
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - torch is a hard dependency
+            return
+        torch.manual_seed(self.torch)
+
+
+@dataclass
+class Config:
+    """The whole run's settings."""
+
+    execution: ExecutionSettings
+    workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
+    nipype: NipypeSettings = field(default_factory=NipypeSettings)
+    seeds: Seeds = field(default_factory=Seeds)
+
+    def to_dict(self) -> dict:
+        def _plain(value):
+            if isinstance(value, Path):
+                return str(value)
+            if isinstance(value, dict):
+                return {k: _plain(v) for k, v in value.items()}
+            if isinstance(value, list):
+                return [_plain(v) for v in value]
+            return value
+
+        return _plain(asdict(self))
+
+    def dump(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        return path

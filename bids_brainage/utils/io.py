@@ -1,0 +1,47 @@
+"""Atomic writes: a file appears whole under its final name or not at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``target``; rename it onto ``target`` on success.
+
+    The temporary file is in the same folder, so the rename is atomic, and is removed on
+    any error or interrupt (KeyboardInterrupt included).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
+    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
+    tmp = target.with_name(f".{stem}.{os.getpid()}.partial{suffix}")
+    try:
+        yield tmp
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(target: Path, text: str) -> Path:
+    with atomic_path(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+def write_json_atomic(target: Path, content: dict) -> Path:
+    return write_text_atomic(
+        target, json.dumps(content, indent=2, sort_keys=True, default=str) + "\n"
+    )
+
+
+def copy_atomic(source: Path, target: Path) -> Path:
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(target)
