@@ -44,11 +44,10 @@ class Failure:
 
 
 def setup_logging(verbosity: int) -> None:
-    level = {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
     LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(min(level, logging.INFO))
+    LOGGER.setLevel(logging.INFO if verbosity < 2 else logging.DEBUG)
     LOGGER.propagate = False
     # Nipype prints whole tracebacks at ERROR; the crash files keep them, the console gets one
     # line per failed scan unless -v is given.
@@ -136,7 +135,7 @@ def run_participant(config: Config) -> int:
             if scan.error is not None:
                 crash = write_crash_file(execution.log_dir, scan.key, scan.error)
                 failures.append(Failure(scan.key, scan.error, crash))
-        LOGGER.warning(
+        LOGGER.info(
             "processing %d T1w scan(s) of %d participant(s)",
             len(runnable),
             len({s.subject for s in runnable}),
@@ -221,7 +220,7 @@ def write_crash_file(log_dir: Path, key: str, reason: str) -> Path:
 def report(failures: list[Failure], n_scans: int, started: datetime) -> int:
     elapsed = (datetime.now() - started).total_seconds()
     if not failures:
-        LOGGER.warning("all %d scan(s) processed in %.0f s", n_scans, elapsed)
+        LOGGER.info("all %d scan(s) processed in %.0f s", n_scans, elapsed)
         return EXIT_OK
     print(
         f"bids_brainage: {len(failures)} of {n_scans} scan(s) failed "

@@ -202,10 +202,10 @@ def effective_age_map(
     """
     ages = np.full(anatomy.gm.shape, age + patient_years, dtype=np.float32)
     if patient_years:
-        temporal = ndimage.gaussian_filter(
-            anatomy.region(TEMPORAL_LOBE).astype(np.float32), 4.0 / anatomy.voxel_mm
-        )
-        ages += (patient_gain - 1.0) * patient_years * temporal.clip(0, 1)
+        region = anatomy.region(TEMPORAL_LOBE).astype(np.float32)
+        # Full effect inside the region, fading out over a few mm around it.
+        weight = np.maximum(region, ndimage.gaussian_filter(region, 4.0 / anatomy.voxel_mm))
+        ages += (patient_gain - 1.0) * patient_years * weight
     return ages
 
 

@@ -1,0 +1,75 @@
+"""Shared fixtures: no network, a seeded rng, synthetic datasets made once per session."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi-hh-2mm"
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch, tmp_path_factory):
+    """Any attempt to open a network connection fails the test (nilearn's habit)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args[1:] if len(args) > 1 else args}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    home = tmp_path_factory.getbasetemp() / "home"
+    home.mkdir(exist_ok=True)
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(home / "templateflow"))
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20181209)
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """Four participants, two sites (one LPS int16), one rescan, one patient."""
+    from bids_brainage.testing.synthetic import make_dataset
+
+    root = tmp_path_factory.mktemp("synthetic")
+    truth = make_dataset(root, n_subjects=4, n_patients=1, n_rescans=1, seed=1)
+    return root / "bids", truth
+
+
+@pytest.fixture(scope="session")
+def bad_kit(tmp_path_factory):
+    from bids_brainage.testing.badkit import make_bad_input_kit
+
+    root = tmp_path_factory.mktemp("badkit")
+    expected = make_bad_input_kit(root)
+    return root / "bids", expected
+
+
+@pytest.fixture(scope="session")
+def ixi_dir():
+    if not (SHARED_DATA / "participants.tsv").exists():
+        pytest.skip(f"real IXI data not present at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def tree_digest(folder: Path) -> str:
+    """A digest of every path, size and content under ``folder`` (to prove it is untouched)."""
+    digest = hashlib.sha256()
+    for path in sorted(folder.rglob("*")):
+        digest.update(str(path.relative_to(folder)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+        elif path.is_symlink():
+            digest.update(str(path.readlink()).encode())
+    return digest.hexdigest()
+
+
+def relative_files(folder: Path) -> list[str]:
+    return sorted(
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink()
+    )

@@ -1,0 +1,223 @@
+"""The BIDS-App contract through ``main(argv)``: options, exit codes, outputs, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import nibabel as nb
+import pandas as pd
+import pytest
+
+from bids_brainage import __version__
+from bids_brainage.cli.run import main
+from bids_brainage.utils.bids import run_bids_validator
+
+from .conftest import relative_files, tree_digest
+
+GOLDEN = Path(__file__).parent / "data" / "expected_synthetic_outputs.txt"
+
+
+def run(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(synthetic_dataset, tmp_path_factory):
+    """participant then group on the synthetic dataset, once for the module."""
+    bids_dir, truth = synthetic_dataset
+    root = tmp_path_factory.mktemp("synthetic_run")
+    before = tree_digest(bids_dir)
+    participant = run([bids_dir, root / "out", "participant", "-w", root / "work", "--nprocs", 2])
+    group = run([bids_dir, root / "out", "group", "-w", root / "work"])
+    return {"bids": bids_dir, "truth": truth, "out": root / "out", "work": root / "work",
+            "participant": participant, "group": group, "digest_before": before}  # fmt:skip
+
+
+def test_help_and_version(capsys):
+    assert main(["--help"]) == 0
+    help_text = capsys.readouterr().out
+    for option in ("--participant-label", "--session-label", "--bids-filter-file", "--work-dir",
+                   "--nprocs", "--omp-nthreads", "--mem-gb", "--skip-bids-validation", "--seed"):
+        assert option in help_text  # fmt:skip
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"bids_brainage {__version__}"
+
+
+def test_underscore_spellings_are_accepted(tmp_path, synthetic_dataset):
+    bids_dir, _ = synthetic_dataset
+    code, _, err = run([bids_dir, tmp_path / "o", "participant", "--participant_label", "sub-99",
+                        "--n_cpus", 1, "--skip_bids_validation", "--work_dir", tmp_path / "w"])  # fmt:skip
+    assert code == 18, err
+
+
+def test_unknown_level_is_17(tmp_path):
+    code, _, err = run([tmp_path, tmp_path / "out", "session"])
+    assert code == 17 and "unknown analysis level 'session'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["{bids}"], "required"),
+        (["{bids}", "{out}", "participant", "--nprocs", "0"], "at least 1"),
+        (["{bids}", "{out}", "participant", "--bogus"], "unrecognized arguments"),
+        (["{tmp}/missing", "{out}", "participant"], "BIDS_DIR is not a folder"),
+        (["{bids}", "{bids}", "participant"], "must not be BIDS_DIR"),
+        (["{bids}", "{bids}/derivatives/x", "participant"], "must not be inside BIDS_DIR"),
+        (["{bids}", "{out}", "participant", "-w", "{bids}/work"], "must not be inside BIDS_DIR"),
+        (["{bids}", "{out}", "participant", "-w", "{out}/work"], "must not be inside OUTPUT_DIR"),
+        (["{bids}", "{out}", "participant", "--bids-filter-file", "{tmp}/f.json"], "filter file"),
+    ],
+)
+def test_usage_errors_are_64_and_write_nothing(tmp_path, argv, fragment):
+    bids = tmp_path / "bids"
+    bids.mkdir()
+    (tmp_path / "f.json").write_text("{broken")
+    values = {"bids": bids, "out": tmp_path / "out", "tmp": tmp_path}
+    code, _, err = run([a.format(**values) for a in argv])
+    assert code == 64 and fragment in err
+    assert not (tmp_path / "out").exists() and list(bids.iterdir()) == []
+
+
+def test_invalid_bids_is_16_with_problems_listed(tmp_path, bad_kit):
+    bids_dir, _ = bad_kit
+    code, _, err = run([bids_dir, tmp_path / "out", "participant", "-w", tmp_path / "w"])
+    assert code == 16
+    assert "is not valid BIDS" in err and "EMPTY_FILE" in err and "--skip-bids-validation" in err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert run([empty, tmp_path / "out2", "participant"])[0] == 16  # no dataset_description
+
+
+def test_filters_matching_nothing_is_18(tmp_path, synthetic_dataset):
+    bids_dir, _ = synthetic_dataset
+    base = [bids_dir, tmp_path / "out", "participant", "-w", tmp_path / "w", "--skip-bids-validation"]
+    assert run([*base, "--participant-label", "99"])[0] == 18
+    assert run([*base, "--session-label", "7"])[0] == 18
+    (tmp_path / "f.json").write_text(json.dumps({"t1w": {"acquisition": "none"}}))
+    code, _, err = run([*base, "--bids-filter-file", tmp_path / "f.json"])
+    assert code == 18 and "no T1w image" in err
+
+
+def test_group_without_participant_outputs_is_18(tmp_path, synthetic_dataset):
+    bids_dir, _ = synthetic_dataset
+    code, _, err = run([bids_dir, tmp_path / "out", "group", "-w", tmp_path / "w"])
+    assert code == 18 and "run the participant level first" in err
+
+
+def test_participant_level_outputs_match_golden_list(synthetic_run):
+    code, _, err = synthetic_run["participant"]
+    assert code == 0, err
+    out = synthetic_run["out"]
+    produced = [f for f in relative_files(out) if not f.startswith("logs/")]
+    assert produced == GOLDEN.read_text().split()
+    logs = relative_files(out / "logs")
+    assert "CITATION.md" in logs and any(f.startswith("config-") for f in logs)
+    assert not any("crash" in f for f in logs)
+
+
+def test_outputs_are_valid_bids_derivatives(synthetic_run):
+    assert run_bids_validator(synthetic_run["out"]) == []
+
+
+def test_bids_dir_is_untouched_and_nothing_partial(synthetic_run):
+    assert tree_digest(synthetic_run["bids"]) == synthetic_run["digest_before"]
+    assert not [p for p in synthetic_run["out"].rglob("*") if ".partial" in p.name]
+
+
+def test_conformed_images_and_qc(synthetic_run):
+    out = synthetic_run["out"]
+    qc = json.loads((out / "sub-02/ses-1/anat/sub-02_ses-1_qc.json").read_text())
+    assert qc["scan"]["site"] == "siteB" and qc["scan"]["site_source"] == "participants.tsv"
+    assert qc["conform"]["input_orientation"] == "LPS"
+    assert qc["conform"]["voxel_size_mm"] == [2.4, 2.4, 2.4]
+    assert "low_resolution" in qc["flags"]
+    img = nb.load(out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.nii.gz")
+    assert nb.aff2axcodes(img.affine) == ("R", "A", "S")
+    sidecar = json.loads((out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.json").read_text())
+    assert sidecar["Sources"] == ["bids:raw:sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
+
+
+def test_group_table_matches_ground_truth(synthetic_run):
+    code, stdout, err = synthetic_run["group"]
+    assert code == 0, err
+    assert "5 scan(s) of 4 participant(s)" in stdout
+    table = pd.read_csv(synthetic_run["out"] / "group/group_scans.tsv", sep="\t")
+    truth = synthetic_run["truth"]
+    merged = table.merge(truth, on=["participant_id", "session_id"], suffixes=("", "_truth"))
+    assert len(merged) == len(truth) == 5
+    assert (merged["age"] == merged["age_truth"]).all()
+    assert (merged["site"] == merged["site_truth"]).all()
+    assert (merged["group"] == merged["group_truth"]).all()
+    sidecar = json.loads((synthetic_run["out"] / "group/group_scans.json").read_text())
+    assert set(sidecar) == set(table.columns)
+
+
+def test_rerun_restores_deleted_outputs_from_cache(synthetic_run, tmp_path):
+    out = synthetic_run["out"]
+    target = out / "sub-01/ses-2/anat/sub-01_ses-2_qc.json"
+    target.unlink()
+    code, _, err = run([synthetic_run["bids"], out, "participant", "-w", synthetic_run["work"],
+                        "--participant-label", "01", "--nprocs", 1, "--skip-bids-validation"])  # fmt:skip
+    assert code == 0, err
+    assert target.exists()
+
+
+def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, bad_kit):
+    bids_dir, expected = bad_kit
+    before = tree_digest(bids_dir)
+    out = tmp_path / "out"
+    code, _, err = run([bids_dir, out, "participant", "-w", tmp_path / "w",
+                        "--skip-bids-validation", "--nprocs", 2])  # fmt:skip
+    assert code == 1
+    failures = {line.split(":")[0].strip(): line for line in err.splitlines()
+                if line.startswith("  sub-")}  # fmt:skip
+    for case in expected.itertuples():
+        produced = out / case.participant_id
+        if case.expect == "fail":
+            assert case.participant_id in failures, case.participant_id
+            assert case.message in failures[case.participant_id]
+            assert not produced.exists(), f"{case.participant_id} left outputs behind"
+        else:
+            assert case.participant_id not in failures, failures.get(case.participant_id)
+            qc = json.loads(next(produced.rglob("*_qc.json")).read_text())
+            for flag in filter(None, str(case.flags).split(",")):
+                assert flag in qc["flags"], (case.participant_id, qc["flags"])
+    n_fail = int((expected["expect"] == "fail").sum())
+    assert len(failures) == n_fail and f"{n_fail} of {len(expected)} scan(s) failed" in err
+    assert len(list((out / "logs").glob("crash-*.txt"))) == n_fail
+    assert "Traceback" not in err
+    assert tree_digest(bids_dir) == before
+    assert run_bids_validator(out) == []  # what was written is still a valid tree
+
+
+def test_interrupt_leaves_only_whole_files(tmp_path, synthetic_dataset):
+    """Ctrl-C in the middle of a run: every file present in OUTPUT_DIR is complete."""
+    bids_dir, _ = synthetic_dataset
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bids_brainage", str(bids_dir), str(out), "participant",
+           "-w", str(tmp_path / "w"), "--nprocs", "1", "--skip-bids-validation"]  # fmt:skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not list(out.glob("sub-*/**/*.nii.gz")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert (out / "dataset_description.json").exists()  # written in a finally block
+    assert not [p for p in out.rglob("*") if ".partial" in p.name]
+    for image in out.rglob("*.nii.gz"):
+        assert nb.load(image).get_fdata().size > 0
+    for sidecar in out.rglob("*.json"):
+        json.loads(sidecar.read_text())
+    assert os.path.isdir(bids_dir)
