@@ -81,7 +81,11 @@ def test_sidecar_inheritance_and_broken_json(tmp_path):
 
 def test_site_from_sidecar_prefers_institution():
     assert site_from_sidecar({"InstitutionName": "HH", "Manufacturer": "Philips"}) == "HH"
-    meta = {"Manufacturer": "Philips", "ManufacturersModelName": "Intera", "MagneticFieldStrength": 3}
+    meta = {
+        "Manufacturer": "Philips",
+        "ManufacturersModelName": "Intera",
+        "MagneticFieldStrength": 3,
+    }
     assert site_from_sidecar(meta) == "Philips Intera 3T"
     assert site_from_sidecar({}) is None
 
@@ -100,7 +104,9 @@ def test_site_resolution_order(tmp_path):
         "sub-04\t23\tn/a\nsub-05\t24\tn/a\n",
     )  # fmt:skip
     (root / "sub-02/sub-02_sessions.tsv").write_text("session_id\tsite\nses-a\tfromsessions\n")
-    (root / "sub-03/sub-03_scans.tsv").write_text("filename\tsite\nanat/sub-03_T1w.nii.gz\tfromscans\n")
+    (root / "sub-03/sub-03_scans.tsv").write_text(
+        "filename\tsite\nanat/sub-03_T1w.nii.gz\tfromscans\n"
+    )
     (root / "sub-04/anat/sub-04_T1w.json").write_text(json.dumps({"InstitutionName": "fromjson"}))
     scans = {s.subject: s for s in collect_t1w(root)}
     assert [(scans[k].site, scans[k].site_source) for k in sorted(scans)] == [

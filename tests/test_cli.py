@@ -47,8 +47,17 @@ def synthetic_run(synthetic_dataset, tmp_path_factory):
 def test_help_and_version(capsys):
     assert main(["--help"]) == 0
     help_text = capsys.readouterr().out
-    for option in ("--participant-label", "--session-label", "--bids-filter-file", "--work-dir",
-                   "--nprocs", "--omp-nthreads", "--mem-gb", "--skip-bids-validation", "--seed"):
+    for option in (
+        "--participant-label",
+        "--session-label",
+        "--bids-filter-file",
+        "--work-dir",
+        "--nprocs",
+        "--omp-nthreads",
+        "--mem-gb",
+        "--skip-bids-validation",
+        "--seed",
+    ):
         assert option in help_text  # fmt:skip
     assert main(["--version"]) == 0
     assert capsys.readouterr().out.strip() == f"bids_brainage {__version__}"
@@ -102,7 +111,14 @@ def test_invalid_bids_is_16_with_problems_listed(tmp_path, bad_kit):
 
 def test_filters_matching_nothing_is_18(tmp_path, synthetic_dataset):
     bids_dir, _ = synthetic_dataset
-    base = [bids_dir, tmp_path / "out", "participant", "-w", tmp_path / "w", "--skip-bids-validation"]
+    base = [
+        bids_dir,
+        tmp_path / "out",
+        "participant",
+        "-w",
+        tmp_path / "w",
+        "--skip-bids-validation",
+    ]
     assert run([*base, "--participant-label", "99"])[0] == 18
     assert run([*base, "--session-label", "7"])[0] == 18
     (tmp_path / "f.json").write_text(json.dumps({"t1w": {"acquisition": "none"}}))
@@ -145,7 +161,9 @@ def test_conformed_images_and_qc(synthetic_run):
     assert "low_resolution" in qc["flags"]
     img = nb.load(out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.nii.gz")
     assert nb.aff2axcodes(img.affine) == ("R", "A", "S")
-    sidecar = json.loads((out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.json").read_text())
+    sidecar = json.loads(
+        (out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.json").read_text()
+    )
     assert sidecar["Sources"] == ["bids:raw:sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
 
 

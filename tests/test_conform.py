@@ -67,7 +67,9 @@ def test_flags_for_usable_but_poor_inputs(tmp_path, rng):
     data[0, 0, 0] = np.nan
     affine = np.diag([1.0, 1.0, 5.0, 1.0])
     angle = np.radians(15)
-    rot = np.array([[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    rot = np.array(
+        [[1, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]]
+    )
     affine[:3, :3] = rot @ affine[:3, :3]
     src = save(nb.Nifti1Image(data, affine), tmp_path / "poor.nii.gz")
     qc = conform_t1w(src, tmp_path / "out.nii.gz", ConformLimits(min_fov_mm=30))
@@ -90,7 +92,10 @@ def bad_case(rng, case):
     cases = {
         "empty": lambda: (b"", "file is empty"),
         "garbage": lambda: (gzip.compress(b"hello"), "not a readable NIfTI"),
-        "truncated": lambda: (gzip.compress(image(data, affine).to_bytes())[:5000], "cannot be read"),
+        "truncated": lambda: (
+            gzip.compress(image(data, affine).to_bytes())[:5000],
+            "cannot be read",
+        ),
         "twod": lambda: (image(data[:, :, :1], affine), "single slice"),
         "fourd": lambda: (image(np.stack([data, data], -1), affine), "4-D image with 2 volumes"),
         "nan": lambda: (image(np.full(SHAPE, np.nan, np.float32), affine), "NaN"),

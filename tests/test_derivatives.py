@@ -84,7 +84,9 @@ def test_commit_copies_staged_tree(tmp_path):
     staged.parent.mkdir(parents=True)
     staged.write_text("{}")
     result = CommitDerivatives(
-        in_files=[str(staged), str(staged)], staging_dir=str(staging), output_dir=str(tmp_path / "out")
+        in_files=[str(staged), str(staged)],
+        staging_dir=str(staging),
+        output_dir=str(tmp_path / "out"),
     ).run()
     assert result.outputs.out_files == [str(tmp_path / "out/sub-01/anat/sub-01_qc.json")]
     assert staged.exists()  # kept, so cached sink results stay valid

@@ -18,8 +18,13 @@ from .run import main as bids_brainage
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bids_brainage-demo", description=__doc__)
-    parser.add_argument("folder", nargs="?", type=Path, default=Path("brainage-demo"),
-                        help="where the demo dataset, derivatives and work folder go")
+    parser.add_argument(
+        "folder",
+        nargs="?",
+        type=Path,
+        default=Path("brainage-demo"),
+        help="where the demo dataset, derivatives and work folder go",
+    )
     parser.add_argument("--subjects", type=int, default=6, help="number of participants")
     parser.add_argument("--nprocs", type=int, default=2, help="processes for the pipeline")
     opts = parser.parse_args(argv)  # fmt:skip
