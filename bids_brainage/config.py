@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -54,6 +55,13 @@ class NipypeSettings:
     omp_nthreads: int = 1
     mem_gb: float | None = None
 
+    def limit_threads(self) -> None:
+        """Cap the threads of every library in this process and the node processes it starts."""
+        threads = str(self.omp_nthreads)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                     "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):  # fmt:skip
+            os.environ[name] = threads
+
     @property
     def plugin(self) -> str:
         return "MultiProc" if self.nprocs > 1 else "Linear"
@@ -96,11 +104,10 @@ class Seeds:
         random.seed(self.derive("python"))
         np.random.seed(self.numpy % 2**32)  # noqa: NPY002 - for libraries using the global RNG
         os.environ["ANTS_RANDOM_SEED"] = str(self.ants)
-        try:
-            import torch
-        except ImportError:  # pragma: no cover - torch is a hard dependency
-            return
-        torch.manual_seed(self.torch)
+        # Importing torch costs seconds; steps that use it seed it themselves from ``torch``.
+        torch = sys.modules.get("torch")
+        if torch is not None:
+            torch.manual_seed(self.torch)
 
 
 @dataclass

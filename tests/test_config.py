@@ -13,7 +13,7 @@ def test_derived_seeds_are_stable_and_distinct():
 
 
 def test_apply_makes_global_generators_repeatable(monkeypatch):
-    import torch
+    import torch  # apply() seeds torch once it is imported
 
     Seeds(master=7).apply()
     first = (np.random.rand(), torch.rand(1).item())
@@ -38,3 +38,14 @@ def test_config_dump_is_plain_json(tmp_path):
     dumped = json.loads(config.dump(tmp_path / "c.json").read_text())
     assert dumped["execution"]["bids_dir"] == str(tmp_path / "in")
     assert dumped["seeds"]["master"] == Seeds.master
+
+
+def test_limit_threads_sets_library_variables(monkeypatch):
+    for name in ("OMP_NUM_THREADS", "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    NipypeSettings(omp_nthreads=3).limit_threads()
+    import os
+
+    assert (
+        os.environ["OMP_NUM_THREADS"] == os.environ["ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"] == "3"
+    )

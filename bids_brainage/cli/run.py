@@ -161,16 +161,22 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     log_dir = execution.log_dir
     log_dir.mkdir(parents=True, exist_ok=True)
     execution.work_dir.mkdir(parents=True, exist_ok=True)
+    config.nipype.limit_threads()
     workflow = init_brainage_wf(config, scans)
-    workflow.config["execution"] = {
+    execution_settings = {
         "crashdump_dir": str(log_dir),
         "crashfile_format": "txt",
         "stop_on_first_crash": False,
         "remove_unnecessary_outputs": False,
         "check_version": False,
         "get_linked_libs": False,
-        "poll_sleep_duration": 0.1,
+        "poll_sleep_duration": 0.05,
     }
+    # The scheduler reads its poll interval from the global config, nodes from the workflow's.
+    from nipype import config as nipype_config
+
+    nipype_config.update_config({"execution": execution_settings})
+    workflow.config["execution"] = execution_settings
     write_text_atomic(log_dir / "CITATION.md", citation(methods_text(workflow)))
     before = set(log_dir.glob("crash-*.txt"))
     try:
