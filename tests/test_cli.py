@@ -239,3 +239,12 @@ def test_interrupt_leaves_only_whole_files(tmp_path, synthetic_dataset):
     for sidecar in out.rglob("*.json"):
         json.loads(sidecar.read_text())
     assert os.path.isdir(bids_dir)
+
+
+def test_default_work_dir_is_per_dataset(tmp_path):
+    from bids_brainage.cli.parser import default_work_dir
+
+    a = default_work_dir(tmp_path / "a", tmp_path / "out")
+    assert a == default_work_dir(tmp_path / "a", tmp_path / "out")
+    assert a != default_work_dir(tmp_path / "b", tmp_path / "out")
+    assert a != default_work_dir(tmp_path / "a", tmp_path / "out2")

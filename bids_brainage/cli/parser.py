@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import tempfile
 import uuid
@@ -154,6 +155,12 @@ def _inside(path: Path, folder: Path) -> bool:
     return True
 
 
+def default_work_dir(bids_dir: Path, output_dir: Path) -> Path:
+    """A cache folder per (dataset, output) pair, so that runs on other data never share it."""
+    key = hashlib.sha1(f"{bids_dir.resolve()}|{output_dir.resolve()}".encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"bids_brainage_work_{os.getuid()}" / key
+
+
 def parse_args(argv: list[str] | None = None) -> Config:
     """Parse and check the command line; raise UsageError with the BIDS-App exit code."""
     opts = build_parser().parse_args(argv)
@@ -173,9 +180,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
             f"{output_dir}: OUTPUT_DIR must not be inside BIDS_DIR, which is never written to"
         )
     work_dir = (
-        opts.work_dir.absolute()
-        if opts.work_dir
-        else Path(tempfile.gettempdir()) / f"bids_brainage_work_{os.getuid()}"
+        opts.work_dir.absolute() if opts.work_dir else default_work_dir(bids_dir, output_dir)
     )
     if _inside(work_dir, bids_dir):
         raise UsageError(f"{work_dir}: the work directory must not be inside BIDS_DIR")
