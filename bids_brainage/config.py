@@ -45,6 +45,17 @@ class WorkflowSettings:
     min_fov_mm: float = 60.0
     max_fov_mm: float = 600.0
     max_voxels: int = 256 * 1024 * 1024
+    registration: str = "fast"
+    template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
+
+    def conform_limits(self) -> dict:
+        return {
+            "min_voxel_mm": self.min_voxel_mm,
+            "max_voxel_mm": self.max_voxel_mm,
+            "min_fov_mm": self.min_fov_mm,
+            "max_fov_mm": self.max_fov_mm,
+            "max_voxels": self.max_voxels,
+        }
 
 
 @dataclass

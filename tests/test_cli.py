@@ -152,19 +152,40 @@ def test_bids_dir_is_untouched_and_nothing_partial(synthetic_run):
     assert not [p for p in synthetic_run["out"].rglob("*") if ".partial" in p.name]
 
 
-def test_conformed_images_and_qc(synthetic_run):
+def test_preprocessed_images_and_qc(synthetic_run):
     out = synthetic_run["out"]
-    qc = json.loads((out / "sub-02/ses-1/anat/sub-02_ses-1_qc.json").read_text())
+    anat = out / "sub-02/ses-1/anat"
+    qc = json.loads((anat / "sub-02_ses-1_qc.json").read_text())
     assert qc["scan"]["site"] == "siteB" and qc["scan"]["site_source"] == "participants.tsv"
     assert qc["conform"]["input_orientation"] == "LPS"
     assert qc["conform"]["voxel_size_mm"] == [2.4, 2.4, 2.4]
-    assert "low_resolution" in qc["flags"]
-    img = nb.load(out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.nii.gz")
+    assert qc["flags"] == ["low_resolution"]
+    assert qc["template"]["name"] == "MNI152NLin2009cSym"  # no TemplateFlow files here
+    img = nb.load(anat / "sub-02_ses-1_desc-preproc_T1w.nii.gz")
     assert nb.aff2axcodes(img.affine) == ("R", "A", "S")
-    sidecar = json.loads(
-        (out / "sub-02/ses-1/anat/sub-02_ses-1_desc-conform_T1w.json").read_text()
-    )
+    sidecar = json.loads((anat / "sub-02_ses-1_desc-preproc_T1w.json").read_text())
     assert sidecar["Sources"] == ["bids:raw:sub-02/ses-1/anat/sub-02_ses-1_T1w.nii.gz"]
+
+
+def test_volumes_recover_the_generator_truth(synthetic_run):
+    """Tissue volumes measured by the pipeline against the synthetic ground truth."""
+    truth = synthetic_run["truth"]
+    for row in truth.itertuples():
+        anat = synthetic_run["out"] / row.participant_id / row.session_id / "anat"
+        stem = f"{row.participant_id}_{row.session_id}"
+        volumes = pd.read_csv(anat / f"{stem}_desc-volumes_features.tsv", sep="\t").iloc[0]
+        assert volumes["tiv_ml"] == pytest.approx(row.tiv_ml, rel=0.08), stem
+        assert volumes["gm_ml"] == pytest.approx(row.gm_ml, rel=0.12), stem
+    measured = {}
+    for row in truth[truth.session_id == "ses-1"].itertuples():
+        anat = synthetic_run["out"] / row.participant_id / "ses-1" / "anat"
+        table = pd.read_csv(
+            anat / f"{row.participant_id}_ses-1_desc-volumes_features.tsv", sep="\t"
+        )
+        measured[row.participant_id] = table["csf_fraction"].iloc[0]
+    by_age = truth[truth.session_id == "ses-1"].sort_values("effective_age")["participant_id"]
+    fractions = [measured[p] for p in by_age]
+    assert fractions[0] < fractions[-1]  # the oldest-looking brain has the most CSF
 
 
 def test_group_table_matches_ground_truth(synthetic_run):
@@ -226,12 +247,19 @@ def test_interrupt_leaves_only_whole_files(tmp_path, synthetic_dataset):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bids_brainage", str(bids_dir), str(out), "participant",
            "-w", str(tmp_path / "w"), "--nprocs", "1", "--skip-bids-validation"]  # fmt:skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 60
+    # A background shell (CI) starts us with SIGINT ignored; the child must see Ctrl-C.
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not list(out.glob("sub-*/**/*.nii.gz")):
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err.decode()[-2000:]
     assert (out / "dataset_description.json").exists()  # written in a finally block
     assert not [p for p in out.rglob("*") if ".partial" in p.name]
     for image in out.rglob("*.nii.gz"):

@@ -1,18 +1,21 @@
 """The participant graph builds on a fake BIDS skeleton (nothing runs)."""
 
-from bids_brainage.config import Config, ExecutionSettings
+from bids_brainage.config import Config, ExecutionSettings, WorkflowSettings
 from bids_brainage.testing.skeleton import make_skeleton
 from bids_brainage.utils.bids import collect_t1w
-from bids_brainage.workflows.anatomical import init_conform_wf
+from bids_brainage.utils.templates import resolve_template
+from bids_brainage.workflows.anatomical import init_anat_preproc_wf, init_conform_wf
 from bids_brainage.workflows.base import init_brainage_wf, methods_text
 
 
 def make_config(tmp_path, bids_dir):
+    template = resolve_template(tmp_path / "templates")
     return Config(
         execution=ExecutionSettings(
             bids_dir=bids_dir, output_dir=tmp_path / "out", analysis_level="participant",
             work_dir=tmp_path / "work",
-        )
+        ),
+        workflow=WorkflowSettings(template=template.to_dict()),
     )  # fmt:skip
 
 
@@ -27,7 +30,8 @@ def test_graph_has_one_branch_per_scan(tmp_path):
     names = workflow.list_node_names()
     for branch in ("sub_01_wf.t1w_ses_1_wf", "sub_01_wf.t1w_ses_2_wf", "sub_02_wf.t1w_run_1_wf",
                    "sub_02_wf.t1w_run_2_wf", "sub_a1b_wf.t1w_wf"):  # fmt:skip
-        assert f"{branch}.conform_wf.conform" in names
+        assert f"{branch}.anat_preproc_wf.conform_wf.conform" in names
+        assert f"{branch}.anat_preproc_wf.registration" in names
         assert f"{branch}.anat_derivatives_wf.commit" in names
     assert sum(name.endswith(".commit") for name in names) == 5
     assert "checked to be a readable three-dimensional volume" in methods_text(workflow)
@@ -40,3 +44,24 @@ def test_conform_wf_contract():
         "t1w_conformed", "qc",
     }  # fmt:skip
     assert sorted(workflow.list_node_names()) == ["conform", "inputnode", "outputnode"]
+
+
+def test_anat_preproc_wf_contract(tmp_path):
+    template = resolve_template(tmp_path / "templates").to_dict()
+    workflow = init_anat_preproc_wf(template=template, registration="precise", seed=1)
+    outputs = set(workflow.get_node("outputnode").outputs.copyable_trait_names())
+    assert outputs >= {
+        "t1w_preproc",
+        "brain_mask",
+        "dseg",
+        "probseg",
+        "xfm",
+        "t1w_tpl",
+        "v2_tpl",
+        "modulated",
+        "histogram",
+        "volumes",
+        "qc_registration",
+    }
+    assert workflow.get_node("registration").inputs.preset == "precise"
+    assert workflow.__desc__.count("Atropos") == 1

@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import __version__
-from ..config import Config, ExecutionSettings, NipypeSettings, Seeds
+from ..config import Config, ExecutionSettings, NipypeSettings, Seeds, WorkflowSettings
 from ..utils.bids import InputError, load_filters
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -103,6 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--skip_bids_validation",
         action="store_true",
         help="do not run the official BIDS validator on BIDS_DIR",
+    )
+
+    wf = parser.add_argument_group("preprocessing")
+    wf.add_argument(
+        "--registration",
+        choices=("fast", "precise"),
+        default="fast",
+        help="SyN preset: fast (default) or precise (more iterations, slower)",
     )
 
     perf = parser.add_argument_group("resources")
@@ -205,4 +213,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         run_uuid=run_uuid,
     )
     nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
-    return Config(execution=execution, nipype=nipype, seeds=Seeds(master=opts.seed))
+    workflow = WorkflowSettings(registration=opts.registration)
+    return Config(
+        execution=execution, workflow=workflow, nipype=nipype, seeds=Seeds(master=opts.seed)
+    )

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import re
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +25,7 @@ from ..utils.bids import (
 )
 from ..utils.derivatives import write_derivatives_root
 from ..utils.io import write_text_atomic
+from ..utils.templates import resolve_template
 from .parser import (
     EXIT_FAILED,
     EXIT_INVALID_BIDS,
@@ -31,6 +36,7 @@ from .parser import (
 )
 
 LOGGER = logging.getLogger("bids_brainage")
+EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by SIGINT
 EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)): (.+)$")
 
 
@@ -74,13 +80,44 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     setup_logging(config.execution.verbosity)
+    _stop_cleanly_on_signals(config)
     config.seeds.apply()
     LOGGER.info("bids_brainage %s, %s level", __version__, config.execution.analysis_level)
-    if config.execution.analysis_level == "participant":
-        return run_participant(config)
     from .group import run_group
 
-    return run_group(config)
+    level = run_participant if config.execution.analysis_level == "participant" else run_group
+    return level(config)
+
+
+def _stop_cleanly_on_signals(config: Config) -> None:
+    """Ctrl-C (SIGINT) and schedulers' SIGTERM stop the whole run at once.
+
+    Nipype turns an interrupt raised inside a node into a node failure and carries on, so the
+    handler does not raise: it stops the worker processes, removes this process's unfinished
+    temporary files from OUTPUT_DIR (finished files were renamed into place atomically, so
+    they are whole), rewrites dataset_description.json and exits with 130.
+    """
+    execution = config.execution
+    main_pid = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() != main_pid:  # a forked worker: the main process does the cleaning
+            os._exit(EXIT_INTERRUPTED)
+        for child in multiprocessing.active_children():
+            child.terminate()
+        for partial in execution.output_dir.rglob(f"*.{os.getpid()}.partial*"):
+            partial.unlink(missing_ok=True)
+        write_derivatives_root(execution.output_dir, execution.bids_dir)
+        print(
+            f"bids_brainage: stopped by signal {signum}; OUTPUT_DIR holds only complete files",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
 
 
 def validate_input(config: Config) -> int | None:
@@ -162,6 +199,9 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     log_dir.mkdir(parents=True, exist_ok=True)
     execution.work_dir.mkdir(parents=True, exist_ok=True)
     config.nipype.limit_threads()
+    template = resolve_template(execution.work_dir / "templates", resolution=2)
+    config.workflow.template = template.to_dict()
+    LOGGER.info("template %s (%s)", template.name, template.source)
     workflow = init_brainage_wf(config, scans)
     execution_settings = {
         "crashdump_dir": str(log_dir),

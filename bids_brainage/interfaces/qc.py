@@ -1,15 +1,24 @@
-"""Collect a scan's QC facts from every step into one JSON-ready dict."""
+"""Collect a scan's QC facts from every step into one JSON-ready dict, with flags."""
 
 from __future__ import annotations
 
 from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, TraitedSpec, traits
 
 from .. import __version__
+from ..preprocessing.qc import derive_flags
+
+STEPS = ("conform", "n4", "brain_extraction", "registration", "measures", "template_maps")
 
 
 class _AssembleQCInputSpec(BaseInterfaceInputSpec):
     scan = traits.Dict(mandatory=True, desc="who and where the scan is from")
-    conform = traits.Dict(mandatory=True, desc="QC of the conform step")
+    template = traits.Dict(mandatory=True, desc="the template used and its source")
+    conform = traits.Dict(mandatory=True)
+    n4 = traits.Dict(mandatory=True)
+    brain_extraction = traits.Dict(mandatory=True)
+    registration = traits.Dict(mandatory=True)
+    measures = traits.Dict(mandatory=True)
+    template_maps = traits.Dict(mandatory=True)
 
 
 class _AssembleQCOutputSpec(TraitedSpec):
@@ -17,18 +26,18 @@ class _AssembleQCOutputSpec(TraitedSpec):
 
 
 class AssembleQC(SimpleInterface):
-    """One dict per scan: identity, each step's findings, and all flags together."""
+    """One dict per scan: identity, template, each step's findings, and all flags together."""
 
     input_spec = _AssembleQCInputSpec
     output_spec = _AssembleQCOutputSpec
 
     def _run_interface(self, runtime):
-        steps = {"conform": self.inputs.conform}
-        flags = sorted({flag for step in steps.values() for flag in step.get("flags", [])})
+        steps = {step: getattr(self.inputs, step) for step in STEPS}
         self._results["qc"] = {
             "bids_brainage_version": __version__,
             "scan": self.inputs.scan,
+            "template": {k: self.inputs.template[k] for k in ("name", "resolution", "source")},
             **steps,
-            "flags": flags,
+            "flags": derive_flags(steps),
         }
         return runtime

@@ -11,7 +11,7 @@ from nipype.pipeline import engine as pe
 from ..config import Config
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
-from .anatomical import init_conform_wf
+from .anatomical import init_anat_preproc_wf
 from .outputs import init_anat_derivatives_wf
 
 
@@ -63,43 +63,46 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     out_files
         the derivatives written into OUTPUT_DIR
     """
-    execution = config.execution
+    execution, settings = config.execution, config.workflow
+    template = settings.template
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     inputnode.inputs.t1w = str(scan.path)
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
 
-    limits = {
-        "min_voxel_mm": config.workflow.min_voxel_mm,
-        "max_voxel_mm": config.workflow.max_voxel_mm,
-        "min_fov_mm": config.workflow.min_fov_mm,
-        "max_fov_mm": config.workflow.max_fov_mm,
-        "max_voxels": config.workflow.max_voxels,
-    }
-    conform_wf = init_conform_wf(limits=limits)
+    anat_preproc_wf = init_anat_preproc_wf(
+        template=template,
+        registration=settings.registration,
+        seed=config.seeds.ants,
+        limits=settings.conform_limits(),
+    )
+    relative = scan.path.relative_to(execution.bids_dir).as_posix()
     scan_info = {
         k: v
         for k, v in scan.to_dict().items()
         if k in ("subject", "session", "run", "acquisition")
     }
-    scan_info.update(
-        source=str(scan.path.relative_to(execution.bids_dir)),
-        site=scan.site,
-        site_source=scan.site_source,
-    )
-    assemble_qc = pe.Node(AssembleQC(scan=scan_info), name="assemble_qc")
-    source = f"bids:raw:{scan.path.relative_to(execution.bids_dir).as_posix()}"
+    scan_info.update(source=relative, site=scan.site, site_source=scan.site_source)
+    assemble_qc = pe.Node(AssembleQC(scan=scan_info, template=template), name="assemble_qc")
     anat_derivatives_wf = init_anat_derivatives_wf(
         entities=scan.entities,
-        source_file=source,
+        source_file=f"bids:raw:{relative}",
+        template=template,
         staging_dir=execution.work_dir / "staging",
         output_dir=execution.output_dir,
     )
+    products = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
+                "modulated", "histogram", "volumes"]  # fmt:skip
     workflow.connect([
-        (inputnode, conform_wf, [("t1w", "inputnode.t1w")]),
-        (conform_wf, assemble_qc, [("outputnode.qc", "conform")]),
-        (conform_wf, anat_derivatives_wf, [
-            ("outputnode.t1w_conformed", "inputnode.t1w_conformed")]),
+        (inputnode, anat_preproc_wf, [("t1w", "inputnode.t1w")]),
+        (anat_preproc_wf, assemble_qc, [
+            ("outputnode.qc_conform", "conform"), ("outputnode.qc_n4", "n4"),
+            ("outputnode.qc_brain", "brain_extraction"),
+            ("outputnode.qc_registration", "registration"),
+            ("outputnode.qc_measures", "measures"),
+            ("outputnode.qc_template_maps", "template_maps")]),
+        (anat_preproc_wf, anat_derivatives_wf, [
+            (f"outputnode.{field}", f"inputnode.{field}") for field in products]),
         (assemble_qc, anat_derivatives_wf, [("qc", "inputnode.qc")]),
         (anat_derivatives_wf, outputnode, [("outputnode.out_files", "out_files")]),
     ])  # fmt:skip

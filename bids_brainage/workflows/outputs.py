@@ -8,12 +8,40 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..interfaces.bids import CommitDerivatives, DerivativesDataSink
+from ..utils.templates import TISSUES
+
+TISSUE_LEVELS = {"1": "CSF", "2": "GM", "3": "WM"}
+HISTOGRAM_COLUMNS = {
+    "bin": {"Description": "Bin index (0-199)"},
+    "lower": {"Description": "Lower edge of the bin, v2-normalised intensity"},
+    "upper": {"Description": "Upper edge of the bin, v2-normalised intensity"},
+    "fraction": {"Description": "Fraction of brain voxels whose v2 intensity falls in the bin"},
+}
+VOLUME_COLUMNS = {
+    **{
+        f"{t.lower()}_ml": {"Description": f"{t} volume (sum of probabilities)", "Units": "ml"}
+        for t in TISSUES
+    },
+    "tiv_ml": {"Description": "Total intracranial volume, CSF + GM + WM", "Units": "ml"},
+    **{
+        f"{t.lower()}_fraction": {"Description": f"{t} volume as a fraction of tiv_ml"}
+        for t in TISSUES
+    },
+    "gm_peak": {"Description": "Grey-matter intensity peak of the N4-corrected T1w"},
+    "wm_peak": {"Description": "White-matter intensity peak of the N4-corrected T1w"},
+}
+
+
+def pick(items, index):
+    """Element ``index`` of a list (used inside Nipype connections)."""
+    return items[index]
 
 
 def init_anat_derivatives_wf(
     *,
     entities: dict,
     source_file: str,
+    template: dict,
     staging_dir: Path,
     output_dir: Path,
     name: str = "anat_derivatives_wf",
@@ -22,47 +50,89 @@ def init_anat_derivatives_wf(
 
     Inputs
     ------
-    t1w_conformed
-        the conformed T1w image
-    qc
-        the scan's QC facts (dict)
+    t1w_preproc, brain_mask, dseg, probseg (CSF, GM, WM), xfm, v2, t1w_tpl, v2_tpl,
+    modulated (CSF, GM, WM), histogram, volumes, qc
 
     Outputs
     -------
     out_files
         the files written into OUTPUT_DIR
     """
+    fields = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
+              "modulated", "histogram", "volumes", "qc"]  # fmt:skip
     workflow = pe.Workflow(name=name)
-    inputnode = pe.Node(niu.IdentityInterface(fields=["t1w_conformed", "qc"]), name="inputnode")
+    inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
-    sink = {"base_directory": str(staging_dir), "entities": entities}
-
-    ds_t1w_conform = pe.Node(
-        DerivativesDataSink(
-            **sink,
-            desc="conform",
-            suffix="T1w",
-            extension=".nii.gz",
-            meta_dict={
-                "Description": "The input T1w image reoriented to RAS, float32, with its "
-                "stored intensity scaling applied; no resampling.",
-                "Sources": [source_file],
-                "SpatialReference": "orig",
-                # Skull-stripping comes later in the pipeline; this image is the whole input.
-                "SkullStripped": False,
-            },
-        ),
-        name="ds_t1w_conform",
-        run_without_submitting=True,
-        overwrite=True,
-    )
+    space = {"space": template["name"]}
+    tpl_ents = {**entities, "resolution": str(template["resolution"])}
+    native = {"Sources": [source_file], "SpatialReference": "orig"}
+    in_template = {
+        "Sources": [source_file],
+        "SpatialReference": template["name"],
+        "TemplateSource": template["source"],
+        "Resolution": f"{template['resolution']} mm isotropic template grid",
+    }
+    sinks = [
+        # (node name, input field, list index, sink settings, entity set, sidecar)
+        ("ds_t1w_preproc", "t1w_preproc", None,
+         {"desc": "preproc", "suffix": "T1w"}, entities,
+         {**native, "SkullStripped": False, "Description": "N4 bias-field corrected T1w, RAS"}),
+        ("ds_brain_mask", "brain_mask", None, {"desc": "brain", "suffix": "mask"}, entities,
+         {**native, "Type": "Brain"}),
+        ("ds_dseg", "dseg", None, {"suffix": "dseg"}, entities,
+         {**native, "Labels": TISSUE_LEVELS, "Description": "Atropos CSF/GM/WM labels"}),
+        *[(f"ds_probseg_{t.lower()}", "probseg", i, {"label": t, "suffix": "probseg"}, entities,
+           {**native, "Description": f"{t} probability (Atropos, template priors)"})
+          for i, t in enumerate(TISSUES)],
+        ("ds_xfm", "xfm", None,
+         {"suffix": "xfm", "extra": {"from": "T1w", "to": template["name"], "mode": "image"}},
+         entities, None),
+        ("ds_v2", "v2", None, {"desc": "normv2", "suffix": "T1w"}, entities,
+         {**native, "SkullStripped": True,
+          "Description": "Brain, v2-normalised: GM peak at 0.5, WM peak at 0.8"}),
+        ("ds_t1w_tpl", "t1w_tpl", None, {**space, "desc": "preproc", "suffix": "T1w"}, tpl_ents,
+         {**in_template, "SkullStripped": False}),
+        ("ds_v2_tpl", "v2_tpl", None, {**space, "desc": "normv2", "suffix": "T1w"}, tpl_ents,
+         {**in_template, "SkullStripped": True,
+          "Description": "Brain, v2-normalised (GM peak 0.5, WM peak 0.8), in template space"}),
+        *[(f"ds_modulated_{t.lower()}", "modulated", i,
+           {**space, "label": t, "desc": "modulated", "suffix": "probseg"}, tpl_ents,
+           {**in_template, "Description": f"{t} probability times the Jacobian determinant: "
+            "each voxel holds the native volume (in template voxels) it maps to"})
+          for i, t in enumerate(TISSUES)],
+        ("ds_histogram", "histogram", None, {"desc": "histogram", "suffix": "features",
+                                             "extension": ".tsv"}, entities, HISTOGRAM_COLUMNS),
+        ("ds_volumes", "volumes", None, {"desc": "volumes", "suffix": "features",
+                                         "extension": ".tsv"}, entities, VOLUME_COLUMNS),
+    ]  # fmt:skip
+    gather = pe.Node(niu.Merge(2 * len(sinks) + 1), name="gather", run_without_submitting=True)
+    for index, (node_name, field, item, settings, ents, sidecar) in enumerate(sinks):
+        settings = dict(settings)
+        extra = settings.pop("extra", {})
+        node = pe.Node(
+            DerivativesDataSink(
+                base_directory=str(staging_dir),
+                entities={**ents, **extra},
+                extension=settings.pop("extension", ".nii.gz"),
+                **settings,
+                **({"meta_dict": sidecar} if sidecar else {}),
+            ),
+            name=node_name,
+            run_without_submitting=True,
+            overwrite=True,
+        )
+        if item is None:
+            workflow.connect(inputnode, field, node, "in_file")
+        else:
+            workflow.connect(inputnode, (field, pick, item), node, "in_file")
+        workflow.connect(node, "out_file", gather, f"in{2 * index + 1}")
+        if sidecar:
+            workflow.connect(node, "out_meta", gather, f"in{2 * index + 2}")
     ds_qc = pe.Node(
-        DerivativesDataSink(**sink, suffix="qc", extension=".json"),
-        name="ds_qc",
-        run_without_submitting=True,
-        overwrite=True,
-    )
-    gather = pe.Node(niu.Merge(3), name="gather", run_without_submitting=True)
+        DerivativesDataSink(base_directory=str(staging_dir), entities=entities, suffix="qc",
+                            extension=".json"),
+        name="ds_qc", run_without_submitting=True, overwrite=True,
+    )  # fmt:skip
     commit = pe.Node(
         CommitDerivatives(staging_dir=str(staging_dir), output_dir=str(output_dir)),
         name="commit",
@@ -70,11 +140,14 @@ def init_anat_derivatives_wf(
         overwrite=True,
     )
     workflow.connect([
-        (inputnode, ds_t1w_conform, [("t1w_conformed", "in_file")]),
         (inputnode, ds_qc, [("qc", "in_dict")]),
-        (ds_t1w_conform, gather, [("out_file", "in1"), ("out_meta", "in2")]),
-        (ds_qc, gather, [("out_file", "in3")]),
-        (gather, commit, [("out", "in_files")]),
+        (ds_qc, gather, [("out_file", f"in{2 * len(sinks) + 1}")]),
+        (gather, commit, [(("out", _flatten), "in_files")]),
         (commit, outputnode, [("out_files", "out_files")]),
     ])  # fmt:skip
     return workflow
+
+
+def _flatten(items):
+    """Staged files from the Merge node, without the gaps of sinks that have no sidecar."""
+    return [item for item in items if item]

@@ -1,0 +1,34 @@
+"""QC flags from the facts each preprocessing step reports."""
+
+from __future__ import annotations
+
+PLAUSIBLE_BRAIN_ML = (700.0, 2300.0)
+PLAUSIBLE_GM_FRACTION = (0.25, 0.65)
+MAX_MODULATION_ERROR = 0.05
+
+
+def derive_flags(steps: dict[str, dict]) -> list[str]:
+    """Sorted flags: a reviewer reads these first; ``registration_failed`` and
+    ``implausible_brain_volume`` mean the scan's features should not be trusted.
+    """
+    flags = set(steps.get("conform", {}).get("flags", []))
+    brain = steps.get("brain_extraction", {})
+    if brain.get("skull_stripped_input"):
+        flags.add("skull_stripped_input")
+    if brain.get("touches_field_of_view_edge"):
+        flags.add("cropped_field_of_view")
+    volume = brain.get("brain_mask_ml")
+    if volume is not None and not PLAUSIBLE_BRAIN_ML[0] <= volume <= PLAUSIBLE_BRAIN_ML[1]:
+        flags.add("implausible_brain_volume")
+    if steps.get("registration", {}).get("registration_failed"):
+        flags.add("registration_failed")
+    gm_fraction = steps.get("measures", {}).get("gm_fraction")
+    if (
+        gm_fraction is not None
+        and not PLAUSIBLE_GM_FRACTION[0] <= gm_fraction <= PLAUSIBLE_GM_FRACTION[1]
+    ):
+        flags.add("implausible_tissue_fractions")
+    ratios = [v for k, v in steps.get("template_maps", {}).items() if k.endswith("volume_ratio")]
+    if any(abs(r - 1) > MAX_MODULATION_ERROR for r in ratios):
+        flags.add("modulation_inaccurate")
+    return sorted(flags)
