@@ -1,0 +1,104 @@
+"""Pure helpers of the anatomical pipeline, on arrays with known answers."""
+
+import numpy as np
+import pytest
+
+from bids_brainage.preprocessing.anatomical import (
+    foreground_mask,
+    is_skull_stripped,
+    kmeans_1d,
+    largest_component,
+    otsu_threshold,
+)
+from bids_brainage.preprocessing.features import contrast_quality, modulate, tissue_volumes
+from bids_brainage.preprocessing.qc import derive_flags
+
+
+def ball(shape, centre, radius):
+    grid = np.indices(shape).transpose(1, 2, 3, 0)
+    return np.linalg.norm(grid - np.asarray(centre), axis=-1) <= radius
+
+
+def test_otsu_splits_two_modes(rng):
+    low, high = rng.normal(10, 1, 5000), rng.normal(50, 2, 5000)
+    threshold = otsu_threshold(np.concatenate([low, high]))
+    # any threshold in the empty gap maximises the between-class variance
+    assert low.max() <= threshold < high.min()
+
+
+def test_kmeans_1d_recovers_three_ordered_classes(rng):
+    truth = rng.integers(0, 3, 30000)
+    values = np.array([100.0, 400.0, 700.0])[truth] + rng.normal(0, 30, truth.size)
+    labels = kmeans_1d(rng.permutation(values), 3)
+    assert set(np.unique(labels)) == {0, 1, 2}
+    labels = kmeans_1d(values, 3)
+    assert np.mean(labels == truth) > 0.99
+    assert np.array_equal(labels, kmeans_1d(values, 3))  # deterministic
+
+
+def test_largest_component_and_foreground(rng):
+    shape = (40, 44, 48)
+    head = ball(shape, (20, 22, 24), 15)
+    speck = ball(shape, (2, 2, 2), 1.5)
+    assert np.array_equal(largest_component(head | speck), head)
+    image = np.where(head, 100.0, 0.0) + rng.normal(0, 2, shape).clip(0)
+    image[20, 22, 24] = 0.0  # a hole inside
+    mask = foreground_mask(image)
+    assert mask[20, 22, 24] and not mask[2, 2, 2]
+    assert abs(int(mask.sum()) - int(head.sum())) < 0.05 * head.sum()
+
+
+def test_skull_stripped_detection():
+    shape = (60, 70, 60)
+    voxel_ml = 0.064  # 4 mm voxels
+    brain = ball(shape, (30, 35, 30), 16.5)  # about 1200 ml
+    stripped = np.where(brain, 500.0, 0.0)
+    is_stripped, facts = is_skull_stripped(stripped, voxel_ml)
+    assert is_stripped and 1000 < facts["foreground_ml"] < 1400
+    head = np.where(ball(shape, (30, 35, 30), 26), 200.0, 0.0)  # about 4700 ml of head
+    head[brain] = 500.0
+    assert not is_skull_stripped(head, voxel_ml)[0]
+
+
+def test_volumes_by_hand():
+    probs = {"CSF": np.full((2, 2, 2), 0.25), "GM": np.full((2, 2, 2), 0.5),
+             "WM": np.full((2, 2, 2), 0.25)}  # fmt:skip
+    volumes = tissue_volumes(probs, voxel_ml=0.008)
+    assert volumes["gm_ml"] == pytest.approx(8 * 0.5 * 0.008)
+    assert volumes["tiv_ml"] == pytest.approx(8 * 0.008)
+    assert volumes["gm_fraction"] == pytest.approx(0.5) and volumes["csf_fraction"] == 0.25
+    with pytest.raises(ValueError, match="empty"):
+        tissue_volumes({t: np.zeros(3) for t in probs}, 1.0)
+
+
+def test_modulation_preserves_volume():
+    # A template voxel that maps onto 2 native voxels' worth of volume holds twice the tissue.
+    warped = np.array([0.5, 1.0, 0.0])
+    jacobian = np.array([2.0, 0.5, 3.0])
+    assert np.allclose(modulate(warped, jacobian), [1.0, 0.5, 0.0])
+
+
+def test_contrast_quality(rng):
+    shape = (20, 20, 20)
+    gm = np.zeros(shape)
+    gm[:10] = 1
+    wm = 1 - gm
+    image = np.where(gm > 0, 60.0, 100.0) + rng.normal(0, 5, shape)
+    quality = contrast_quality(image, np.ones(shape, bool), {"GM": gm, "WM": wm})
+    assert quality["snr_wm"] == pytest.approx(20, rel=0.1)
+    assert quality["cnr_gm_wm"] == pytest.approx(8, rel=0.1)
+
+
+def test_flags_from_step_facts():
+    steps = {
+        "conform": {"flags": ["oblique"]},
+        "brain_extraction": {"brain_mask_ml": 400.0, "touches_field_of_view_edge": True},
+        "registration": {"registration_failed": True},
+        "measures": {"gm_fraction": 0.9},
+        "template_maps": {"gm_modulated_volume_ratio": 1.2, "wm_modulated_volume_ratio": 1.0},
+    }
+    assert derive_flags(steps) == [
+        "cropped_field_of_view", "implausible_brain_volume", "implausible_tissue_fractions",
+        "modulation_inaccurate", "oblique", "registration_failed",
+    ]  # fmt:skip
+    assert derive_flags({"brain_extraction": {"brain_mask_ml": 1300.0}}) == []
