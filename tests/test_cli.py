@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from bids_brainage.utils.bids import run_bids_validator
 from .conftest import relative_files, tree_digest
 
 GOLDEN = Path(__file__).parent / "data" / "expected_synthetic_outputs.txt"
-FULL_PIPELINE_OK = ["sub-good1", "sub-somenans", "sub-oblique", "sub-flipped"]
+FULL_PIPELINE_OK = ["sub-good1", "sub-somenans", "sub-oblique", "sub-flipped", "sub-skullstripped"]
 
 
 def run(argv):
@@ -236,6 +237,8 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, bad_kit):
             assert case.participant_id in failures, case.participant_id
             assert case.message in failures[case.participant_id]
             assert not produced.exists(), f"{case.participant_id} left outputs behind"
+            report = (out / f"{case.participant_id}.html").read_text()
+            assert "Failed: " in report and "<img" not in report
         else:
             assert case.participant_id not in failures, failures.get(case.participant_id)
             qc = json.loads(next(produced.rglob("*_qc.json")).read_text())
@@ -303,3 +306,15 @@ def test_same_input_and_seed_give_identical_files(synthetic_run, tmp_path):
     assert files == relative_files(again) and len(files) > 20
     differ = [f for f in files if (first / f).read_bytes() != (again / f).read_bytes()]
     assert differ == []
+
+
+def test_subject_reports_show_every_scan(synthetic_run):
+    out = synthetic_run["out"]
+    page = (out / "sub-01.html").read_text()
+    for session in ("ses-1", "ses-2"):
+        assert f"<h2>sub-01_{session}</h2>" in page
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == 6  # mask/segmentation, registration, histograms, per scan
+    for image in images:
+        assert (out / image).stat().st_size > 10_000
+    assert "QC numbers" in page and "registration_correlation" in page

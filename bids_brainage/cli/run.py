@@ -179,6 +179,7 @@ def run_participant(config: Config) -> int:
         )
         if runnable:
             failures += run_graph(config, runnable)
+        write_reports(execution.output_dir, scans, failures)
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
         config.dump(execution.log_dir / f"config-{execution.run_uuid}.json")
@@ -230,6 +231,18 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
         key = scan.key if scan else "unknown scan"
         failures.append(Failure(key, reason, crash))
     return failures
+
+
+def write_reports(output_dir: Path, scans: list[T1wScan], failures: list[Failure]) -> None:
+    """One HTML report per participant, from what was committed (failed scans listed)."""
+    from ..reports.subject import write_subject_report
+
+    for subject in sorted({scan.subject for scan in scans}):
+        failed = {f.key: f.reason for f in failures if f.key.split("_")[0] == f"sub-{subject}"}
+        try:
+            write_subject_report(output_dir, subject, failed)
+        except Exception as err:  # a report must never cost the results themselves
+            LOGGER.warning("sub-%s: report not written (%s: %s)", subject, type(err).__name__, err)
 
 
 def read_crash_file(crash: Path, by_workflow: dict) -> tuple[T1wScan | None, str]:

@@ -141,7 +141,9 @@ def n4_correct(in_file: Path, out_file: Path) -> dict:
     # Voxels beyond the coarse grid's last centre come back as 0: give them the median field.
     valid = field_data > 1e-3
     field_data = np.where(valid, field_data, np.median(field_data[valid]))
-    corrected = positive.new_image_like((positive.numpy() / field_data).astype(np.float32))
+    corrected = positive.numpy() / field_data
+    corrected[data == 0] = 0  # background stays exactly 0 (how skull-stripped inputs are seen)
+    corrected = positive.new_image_like(corrected.astype(np.float32))
     ants.image_write(corrected, str(out_file))
     inside = field_data[mask.numpy() > 0]
     return {"bias_field_range": [round(float(np.percentile(inside, 1)), 4),

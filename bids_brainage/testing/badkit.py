@@ -15,7 +15,7 @@ import nibabel as nb
 import numpy as np
 import pandas as pd
 
-from .acquisition import DEFAULT_SITES, Pose, acquire
+from .acquisition import DEFAULT_SITES, Pose, Site, acquire
 from .anatomy import age_brain, load_template_anatomy
 from .synthetic import _write_json, write_dataset_skeleton
 
@@ -24,6 +24,13 @@ def _good_image(rng: np.random.Generator, age: float = 40.0) -> nb.Nifti1Image:
     anatomy = load_template_anatomy(2.0)
     brain = age_brain(anatomy, age, rng)
     return acquire(brain.image, anatomy.affine, DEFAULT_SITES[0], Pose(), rng)
+
+
+def _brain_mask(rng: np.random.Generator) -> np.ndarray:
+    """The template brain mask acquired exactly as ``_good_image`` acquires the head."""
+    anatomy = load_template_anatomy(2.0)
+    clean = Site("mask", gain=1.0, bias_amplitude=0.0, noise=0.0, dtype="float32")
+    return acquire(anatomy.brain, anatomy.affine, clean, Pose(), rng).get_fdata() > 0.5
 
 
 def _with_affine(img: nb.Nifti1Image, affine: np.ndarray) -> nb.Nifti1Image:
@@ -117,6 +124,12 @@ def make_bad_input_kit(root: Path, seed: int = 0) -> pd.DataFrame:
     huge_bytes = huge_header.header.binaryblock + b"\0" * 4 + b"\0" * 64
     add("hugematrix", "fail", "voxels, more than", raw_bytes=gzip.compress(huge_bytes))
     add("oblique", "ok", flags="oblique", image=_with_affine(good, _tilted(affine, 20.0)))
+    add(
+        "skullstripped",
+        "ok",
+        flags="skull_stripped_input",
+        image=nb.Nifti1Image(np.where(_brain_mask(rng), data, 0).astype(np.float32), affine),
+    )
     flipped = affine @ np.diag([-1, 1, 1, 1])
     flipped[0, 3] = affine[0, 3] + affine[0, 0] * (data.shape[0] - 1)
     add("flipped", "ok", image=_with_affine(nb.Nifti1Image(data[::-1].copy(), affine), flipped))

@@ -1,0 +1,207 @@
+"""Per-participant HTML report, built from the derivatives in OUTPUT_DIR after the graph ran.
+
+One section per scan: brain-mask and tissue contours over the preprocessed T1w, the template's
+brain outline over the registered image, the intensity histogram before and after v1/v2
+normalisation, and the QC numbers with their flags, so a reviewer can accept or reject a scan
+from the report alone. Scans that failed are listed with their one-line reason.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import nibabel as nb
+import numpy as np
+
+from ..preprocessing.intensity import V2_GM_PEAK, V2_WM_PEAK
+from ..utils.io import atomic_path, write_text_atomic
+
+SERIOUS_FLAGS = {
+    "registration_failed", "implausible_brain_volume", "implausible_tissue_fractions",
+    "cropped_field_of_view", "modulation_inaccurate",
+}  # fmt:skip
+
+
+def _slices(shape: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(axis, index) of three sagittal, coronal and axial cuts through the middle of a volume."""
+    return [(axis, int(shape[axis] * f)) for axis in (0, 1, 2) for f in (0.4, 0.5, 0.6)]
+
+
+def _cut(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
+    return np.rot90(np.take(volume, index, axis=axis))
+
+
+def _contour_figure(background, overlays, target: Path, title: str) -> None:
+    """A 3 x 3 mosaic of ``background`` with ``overlays`` [(volume, level, colour)] drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 3, figsize=(9, 9), facecolor="black")
+    vmax = np.percentile(background[background > 0], 99.5) if np.any(background > 0) else 1
+    for ax, (axis, index) in zip(axes.ravel(), _slices(background.shape), strict=True):
+        ax.imshow(_cut(background, axis, index), cmap="gray", vmin=0, vmax=vmax)
+        for volume, level, colour in overlays:
+            cut = _cut(volume, axis, index)
+            if cut.min() < level < cut.max():
+                ax.contour(cut, levels=[level], colors=colour, linewidths=0.8)
+        ax.set_axis_off()
+    fig.suptitle(title, color="white")
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=70, facecolor="black")
+    plt.close(fig)
+
+
+def _histogram_figure(raw, v1, v2, mask, peaks: dict, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = [
+        (raw[mask], "N4-corrected (scanner units)", [peaks.get("gm_peak"), peaks.get("wm_peak")]),
+        (v1[mask], "v1: white stripe (WM peak = 1)", [None, 1.0]),
+        (v2[mask], f"v2: GM = {V2_GM_PEAK}, WM = {V2_WM_PEAK}", [V2_GM_PEAK, V2_WM_PEAK]),
+    ]
+    for ax, (values, title, lines) in zip(axes, panels, strict=True):
+        upper = np.percentile(values, 99.8)
+        ax.hist(values, bins=200, range=(0, upper), color="0.3")
+        for line, colour in zip(lines, ("tab:orange", "tab:blue"), strict=True):
+            if line is not None:
+                ax.axvline(line, color=colour, linestyle="--", linewidth=1)
+        ax.set_title(title, fontsize=9)
+        ax.set_yticks([])
+    fig.tight_layout()
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", dpi=70)
+    plt.close(fig)
+
+
+def _load(path: Path) -> np.ndarray:
+    return np.asanyarray(nb.load(str(path)).dataobj, dtype=np.float32)
+
+
+def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, str]:
+    """Write the three figures of one scan; return their paths relative to OUTPUT_DIR."""
+    space = qc["template"]["name"]
+    template_res = qc["template"]["resolution"]
+    t1w = _load(anat / f"{stem}_desc-preproc_T1w.nii.gz")
+    mask = _load(anat / f"{stem}_desc-brain_mask.nii.gz") > 0.5
+    gm = _load(anat / f"{stem}_label-GM_probseg.nii.gz")
+    wm = _load(anat / f"{stem}_label-WM_probseg.nii.gz")
+    out = {}
+    target = figures / f"{stem}_desc-brainmask_T1w.png"
+    overlays = [(mask.astype(float), 0.5, "red"), (gm, 0.5, "yellow"), (wm, 0.5, "cyan")]
+    _contour_figure(t1w, overlays, target, "brain mask (red), GM (yellow), WM (cyan) boundaries")
+    out["segmentation"] = target
+    registered = _load(anat / f"{stem}_space-{space}_res-{template_res}_desc-preproc_T1w.nii.gz")
+    template_gm = _load(
+        anat / f"{stem}_space-{space}_res-{template_res}_label-GM_desc-modulated_probseg.nii.gz"
+    )
+    target = figures / f"{stem}_space-{space}_desc-registration_T1w.png"
+    outline = _template_outline(qc)
+    overlays = [(outline, 0.5, "lime")] if outline is not None else []
+    overlays.append((template_gm, 0.5, "yellow"))
+    _contour_figure(registered, overlays, target,
+                    f"registered to {space}: template brain outline (green), "
+                    "this brain's GM (yellow)")  # fmt:skip
+    out["registration"] = target
+    v2 = _load(anat / f"{stem}_desc-normv2_T1w.nii.gz")
+    peaks = qc.get("measures", {})
+    v1 = np.where(mask, t1w / max(peaks.get("wm_peak", 1.0), 1e-6), 0)
+    target = figures / f"{stem}_desc-histogram_T1w.png"
+    _histogram_figure(t1w, v1, v2, mask, peaks, target)
+    out["histogram"] = target
+    return out
+
+
+def _template_outline(qc: dict) -> np.ndarray | None:
+    """The template brain mask on the template grid, if the template files are still there."""
+    from ..utils.templates import _local_templateflow, fallback_maps
+
+    template = qc["template"]
+    if template["source"].startswith("templateflow"):
+        local = _local_templateflow(template["name"], template["resolution"])
+        return None if local is None else _load(local.brain_mask)
+    return fallback_maps(float(template["resolution"])).brain
+
+
+def _qc_table(qc: dict) -> str:
+    rows = []
+    for section in ("conform", "brain_extraction", "registration", "measures", "template_maps"):
+        for key, value in qc.get(section, {}).items():
+            if key == "flags":
+                continue
+            rows.append(f"<tr><td>{section}</td><td>{html.escape(key)}</td>"
+                        f"<td>{html.escape(str(value))}</td></tr>")  # fmt:skip
+    return (
+        "<table><tr><th>step</th><th>measure</th><th>value</th></tr>" + "".join(rows) + "</table>"
+    )
+
+
+def _flags(flags: list[str]) -> str:
+    if not flags:
+        return '<p class="ok">No QC flags.</p>'
+    items = "".join(
+        f'<li class="{"bad" if f in SERIOUS_FLAGS else "warn"}">{html.escape(f)}</li>'
+        for f in flags
+    )
+    verdict = (
+        '<p class="bad">Serious flags: check the figures before using this scan.</p>'
+        if set(flags) & SERIOUS_FLAGS
+        else '<p class="warn">Usable; the flags describe the input.</p>'
+    )
+    return f"{verdict}<ul>{items}</ul>"
+
+
+STYLE = """
+body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
+h2{border-bottom:1px solid #ccc} img{max-width:100%} table{border-collapse:collapse;font-size:90%}
+td,th{border:1px solid #ddd;padding:2px 6px;text-align:left} .bad{color:#b00;font-weight:bold}
+.warn{color:#a60} .ok{color:#080}
+"""
+
+
+def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str]) -> Path | None:
+    """Build ``sub-<label>.html`` from the scan derivatives found for ``subject``.
+
+    ``failures`` maps scan keys (``sub-01_ses-2``) of this participant to their reasons.
+    """
+    output_dir = Path(output_dir)
+    qc_files = sorted((output_dir / f"sub-{subject}").glob("**/anat/*_qc.json"))
+    if not qc_files and not failures:
+        return None
+    figures = output_dir / f"sub-{subject}" / "figures"
+    sections = []
+    for qc_file in qc_files:
+        qc = json.loads(qc_file.read_text())
+        stem = qc_file.name.removesuffix("_qc.json")
+        images = scan_figures(qc_file.parent, stem, qc, figures)
+        pictures = "".join(
+            f'<h3>{name}</h3><img src="{path.relative_to(output_dir).as_posix()}" alt="{name}">'
+            for name, path in images.items()
+        )
+        scan, template = qc["scan"], qc["template"]
+        sections.append(
+            f"<h2>{html.escape(stem)}</h2>"
+            f"<p>Source: {html.escape(scan['source'])}; site {html.escape(scan['site'])}"
+            f" ({html.escape(scan['site_source'])}); template "
+            f"{html.escape(template['name'])} ({html.escape(template['source'])}).</p>"
+            f"{_flags(qc.get('flags', []))}{pictures}<h3>QC numbers</h3>{_qc_table(qc)}"
+        )
+    for key, reason in sorted(failures.items()):
+        sections.append(
+            f'<h2>{html.escape(key)}</h2><p class="bad">Failed: {html.escape(reason)}</p>'
+        )
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>sub-{subject}</title>"
+        f"<style>{STYLE}</style></head><body><h1>bids_brainage: sub-{html.escape(subject)}</h1>"
+        + "".join(sections)
+        + "</body></html>\n"
+    )
+    return write_text_atomic(output_dir / f"sub-{subject}.html", page)
