@@ -46,6 +46,7 @@ class WorkflowSettings:
     max_fov_mm: float = 600.0
     max_voxels: int = 256 * 1024 * 1024
     registration: str = "fast"
+    allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 
     def conform_limits(self) -> dict:

@@ -33,11 +33,15 @@ def rng():
 
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
-    """Four participants, two sites (one LPS int16), one rescan, one patient."""
+    """Four participants on three sites (RAS uint8 2 mm; LPS int16 2.4 mm; PSR float32
+    1.8 x 1.8 x 3 mm tilted 8 degrees), one rescan, one patient."""
+    from bids_brainage.testing.acquisition import DEFAULT_SITES
     from bids_brainage.testing.synthetic import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
-    truth = make_dataset(root, n_subjects=4, n_patients=1, n_rescans=1, seed=1)
+    truth = make_dataset(
+        root, n_subjects=4, n_patients=1, n_rescans=1, seed=1, sites=DEFAULT_SITES
+    )
     return root / "bids", truth
 
 

@@ -112,6 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="fast",
         help="SyN preset: fast (default) or precise (more iterations, slower)",
     )
+    wf.add_argument(
+        "--allow-template-download",
+        action="store_true",
+        help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
+        "(default: never download; use the packaged offline template instead)",
+    )
 
     perf = parser.add_argument_group("resources")
     perf.add_argument(
@@ -213,7 +219,9 @@ def parse_args(argv: list[str] | None = None) -> Config:
         run_uuid=run_uuid,
     )
     nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
-    workflow = WorkflowSettings(registration=opts.registration)
+    workflow = WorkflowSettings(
+        registration=opts.registration, allow_template_download=opts.allow_template_download
+    )
     return Config(
         execution=execution, workflow=workflow, nipype=nipype, seeds=Seeds(master=opts.seed)
     )

@@ -200,7 +200,11 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     log_dir.mkdir(parents=True, exist_ok=True)
     execution.work_dir.mkdir(parents=True, exist_ok=True)
     config.nipype.limit_threads()
-    template = resolve_template(execution.work_dir / "templates", resolution=2)
+    template = resolve_template(
+        execution.work_dir / "templates",
+        resolution=2,
+        allow_download=config.workflow.allow_template_download,
+    )
     config.workflow.template = template.to_dict()
     LOGGER.info("template %s (%s)", template.name, template.source)
     workflow = init_brainage_wf(config, scans)
