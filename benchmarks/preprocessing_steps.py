@@ -1,11 +1,13 @@
 """Per-step time and peak memory of the participant level, one scan at a time.
 
-    python benchmarks/preprocessing_steps.py [--ixi IXI443 IXI096] [--one-mm] [--omp 2]
+    python benchmarks/preprocessing_steps.py [--ixi IXI443 IXI096] [--one-mm] [--omp 1]
+                                             [--registration fast|precise]
 
 Each scan is run alone, end to end, through the command line with a fresh work folder
-(``--nprocs 2 --omp-nthreads OMP``), under ``/usr/bin/time`` for the peak resident memory of the
-whole run. Per-step times are read back from Nipype's node results. ``--one-mm`` adds a 1 mm
-synthetic head (192 x 232 x 212 mm field of view) made by ``bids_brainage.testing``.
+(``--nprocs 2 --omp-nthreads OMP --registration PRESET``), under ``/usr/bin/time`` for the
+peak resident memory of the whole run. Per-step times are read back from Nipype's node
+results. ``--one-mm`` adds a 1 mm synthetic head (192 x 232 x 212 mm field of view) made by
+``bids_brainage.testing``.
 Prints Markdown tables for docs/benchmarks.md.
 """
 
@@ -35,11 +37,12 @@ def node_durations(work: Path) -> dict[str, float]:
     return durations
 
 
-def run_case(bids_dir: Path, label: str, omp: int, tmp: Path) -> dict:
+def run_case(bids_dir: Path, label: str, omp: int, tmp: Path, registration: str) -> dict:
     work, out = tmp / f"work_{label}", tmp / f"out_{label}"
     cmd = ["/usr/bin/time", "-f", "MAXRSS_KB=%M", sys.executable, "-m", "bids_brainage",
            str(bids_dir), str(out), "participant", "-w", str(work), "--participant-label", label,
-           "--nprocs", "2", "--omp-nthreads", str(omp), "--skip-bids-validation"]  # fmt:skip
+           "--nprocs", "2", "--omp-nthreads", str(omp), "--skip-bids-validation",
+           "--registration", registration]  # fmt:skip
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     wall = time.perf_counter() - started
@@ -63,15 +66,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ixi", nargs="*", default=["IXI443", "IXI096"])
     parser.add_argument("--one-mm", action="store_true")
-    parser.add_argument("--omp", type=int, default=2)
+    parser.add_argument("--omp", type=int, default=1)
+    parser.add_argument("--registration", choices=("fast", "precise"), default="fast")
     opts = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for label in opts.ixi:
-            rows.append(("IXI 2 mm " + label, run_case(IXI, label, opts.omp, tmp)))
+            rows.append(
+                ("IXI 2 mm " + label, run_case(IXI, label, opts.omp, tmp, opts.registration))
+            )
         if opts.one_mm:
-            rows.append(("synthetic 1 mm", run_case(one_mm_dataset(tmp), "01", opts.omp, tmp)))
+            rows.append(
+                (
+                    "synthetic 1 mm",
+                    run_case(one_mm_dataset(tmp), "01", opts.omp, tmp, opts.registration),
+                )
+            )
     print("| scan | " + " | ".join(STEPS) + " | whole run (wall) | peak RSS |")
     print("|---" * (len(STEPS) + 3) + "|")
     for name, row in rows:
