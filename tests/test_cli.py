@@ -236,6 +236,8 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, bad_kit):
         if case.expect == "fail":
             assert case.participant_id in failures, case.participant_id
             assert case.message in failures[case.participant_id]
+            if "participants.tsv" not in failures[case.participant_id]:
+                assert f"{case.participant_id}_T1w.nii.gz" in failures[case.participant_id]
             assert not produced.exists(), f"{case.participant_id} left outputs behind"
             report = (out / f"{case.participant_id}.html").read_text()
             assert "Failed: " in report and "<img" not in report

@@ -232,8 +232,12 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     failures = []
     for crash in sorted(set(log_dir.glob("crash-*.txt")) - before):
         scan, reason = read_crash_file(crash, by_workflow)
-        key = scan.key if scan else "unknown scan"
-        failures.append(Failure(key, reason, crash))
+        if scan is None:
+            failures.append(Failure("unknown scan", reason, crash))
+            continue
+        if str(scan.path) not in reason:  # every line names the file it is about
+            reason = f"{scan.path}: {reason}"
+        failures.append(Failure(scan.key, reason, crash))
     return failures
 
 

@@ -124,6 +124,11 @@ def make_bad_input_kit(root: Path, seed: int = 0) -> pd.DataFrame:
     huge_bytes = huge_header.header.binaryblock + b"\0" * 4 + b"\0" * 64
     add("hugematrix", "fail", "voxels, more than", raw_bytes=gzip.compress(huge_bytes))
     add("oblique", "ok", flags="oblique", image=_with_affine(good, _tilted(affine, 20.0)))
+    head = data > np.percentile(data, 50)
+    inverted = np.where(head, data.max() - data, 0).astype(np.float32)  # a T2-like contrast
+    add(
+        "mislabelled", "fail", "not a T1-weighted contrast", image=nb.Nifti1Image(inverted, affine)
+    )
     add(
         "skullstripped",
         "ok",
