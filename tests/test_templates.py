@@ -44,3 +44,11 @@ def test_templateflow_files_on_disk_are_preferred(tmp_path, monkeypatch):
     assert template.name == "MNI152NLin2009cAsym" and template.source.startswith("templateflow")
     (folder / names[0]).write_bytes(b"")  # an un-fetched placeholder
     assert resolve_template(tmp_path / "cache").name == FALLBACK_TEMPLATE
+
+
+def test_template_round_trips_through_a_dict(tmp_path, monkeypatch):
+    from bids_brainage.utils.templates import Template
+
+    monkeypatch.setenv("TEMPLATEFLOW_HOME", str(tmp_path / "empty_tf"))
+    template = resolve_template(tmp_path / "cache")
+    assert Template.from_dict(template.to_dict()) == template

@@ -18,17 +18,6 @@ from ..preprocessing import anatomical, features
 from ..utils.templates import TISSUES, Template
 
 
-def _template(spec: dict) -> Template:
-    return Template(
-        name=spec["name"],
-        resolution=spec["resolution"],
-        source=spec["source"],
-        t1w=Path(spec["t1w"]),
-        brain_mask=Path(spec["brain_mask"]),
-        probseg={k: Path(v) for k, v in spec["probseg"].items()},
-    )
-
-
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
 
@@ -73,7 +62,10 @@ class BrainExtraction(SimpleInterface):
         anatomical.set_seed(self.inputs.seed)
         out = Path(runtime.cwd) / "brain_mask.nii.gz"
         qc, affine = anatomical.brain_extract(
-            Path(self.inputs.in_file), _template(self.inputs.template), out, Path(runtime.cwd)
+            Path(self.inputs.in_file),
+            Template.from_dict(self.inputs.template),
+            out,
+            Path(runtime.cwd),
         )
         self._results.update(out_mask=str(out), head_affine=affine, qc=qc)
         return runtime
@@ -105,7 +97,7 @@ class RegisterToTemplate(SimpleInterface):
         anatomical.set_seed(self.inputs.seed)
         transforms, qc = anatomical.register_to_template(
             Path(self.inputs.in_file), Path(self.inputs.in_mask),
-            _template(self.inputs.template), self.inputs.initial, self.inputs.preset,
+            Template.from_dict(self.inputs.template), self.inputs.initial, self.inputs.preset,
             Path(runtime.cwd),
         )  # fmt:skip
         self._results.update(
@@ -135,8 +127,9 @@ class Segment(SimpleInterface):
     output_spec = _SegmentOutputSpec
 
     def _run_interface(self, runtime):
+        template = Template.from_dict(self.inputs.template)
         probabilities, labels = anatomical.segment(
-            Path(self.inputs.in_file), Path(self.inputs.in_mask), _template(self.inputs.template),
+            Path(self.inputs.in_file), Path(self.inputs.in_mask), template,
             anatomical.Transforms([], self.inputs.inverse, self.inputs.invert_flags),
         )  # fmt:skip
         reference = nb.load(self.inputs.in_file)
@@ -225,7 +218,7 @@ class TemplateSpaceMaps(SimpleInterface):
 
     def _run_interface(self, runtime):
         cwd = Path(runtime.cwd)
-        template = _template(self.inputs.template)
+        template = Template.from_dict(self.inputs.template)
         out = features.template_space_maps(
             template.t1w, dict(zip(TISSUES, map(Path, self.inputs.probseg), strict=True)),
             {"t1w": Path(self.inputs.t1w), "v2": Path(self.inputs.v2_file)},

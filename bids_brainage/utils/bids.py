@@ -14,7 +14,6 @@ import pandas as pd
 
 LOGGER = logging.getLogger("bids_brainage")
 
-T1W_QUERY = {"datatype": "anat", "suffix": "T1w", "extension": [".nii", ".nii.gz"]}
 SITE_SIDECAR_KEYS = ("InstitutionName", "Manufacturer", "ManufacturersModelName")
 MAX_PLAUSIBLE_AGE = 130.0
 NA_VALUES = {"", "n/a", "na", "nan", "none", "null"}
@@ -306,7 +305,9 @@ def collect_t1w(
     layout = BIDSLayout(
         str(bids_dir), validate=False, indexer=BIDSLayoutIndexer(index_metadata=False)
     )
-    query = dict(T1W_QUERY)
+    from .derivatives import io_spec
+
+    query = dict(io_spec()["queries"]["t1w"])
     query.update((bids_filters or {}).get("t1w", {}))
     if participant_label:
         query["subject"] = [strip_prefix(label, "sub") for label in participant_label]

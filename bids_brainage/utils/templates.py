@@ -46,6 +46,18 @@ class Template:
     brain_mask: Path
     probseg: dict[str, Path] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, spec: dict) -> Template:
+        """The inverse of ``to_dict`` (templates travel through Nipype as plain dicts)."""
+        return cls(
+            name=spec["name"],
+            resolution=int(spec["resolution"]),
+            source=spec["source"],
+            t1w=Path(spec["t1w"]),
+            brain_mask=Path(spec["brain_mask"]),
+            probseg={k: Path(v) for k, v in spec["probseg"].items()},
+        )
+
     def to_dict(self) -> dict:
         out = asdict(self)
         out["t1w"], out["brain_mask"] = str(self.t1w), str(self.brain_mask)
