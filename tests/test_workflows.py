@@ -31,7 +31,7 @@ def test_graph_has_one_branch_per_scan(tmp_path):
     for branch in ("sub_01_wf.t1w_ses_1_wf", "sub_01_wf.t1w_ses_2_wf", "sub_02_wf.t1w_run_1_wf",
                    "sub_02_wf.t1w_run_2_wf", "sub_a1b_wf.t1w_wf"):  # fmt:skip
         assert f"{branch}.anat_preproc_wf.conform_wf.conform" in names
-        assert f"{branch}.anat_preproc_wf.registration" in names
+        assert f"{branch}.anat_preproc_wf.registration_wf.registration" in names
         assert f"{branch}.anat_derivatives_wf.commit" in names
     assert sum(name.endswith(".commit") for name in names) == 5
     assert "checked to be a readable three-dimensional volume" in methods_text(workflow)
@@ -63,5 +63,15 @@ def test_anat_preproc_wf_contract(tmp_path):
         "volumes",
         "qc_registration",
     }
-    assert workflow.get_node("registration").inputs.preset == "precise"
-    assert workflow.__desc__.count("Atropos") == 1
+    assert workflow.get_node("registration_wf.registration").inputs.preset == "precise"
+    for step in (
+        "n4_wf",
+        "brain_extraction_wf",
+        "registration_wf",
+        "segmentation_wf",
+        "normalisation_wf",
+        "template_maps_wf",
+    ):  # each step: inputnode -> outputnode
+        names = workflow.get_node(step).list_node_names()
+        assert "inputnode" in names and "outputnode" in names and len(names) == 3
+    assert methods_text(workflow).count("Atropos") == 1

@@ -5,6 +5,14 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
+from ..interfaces.anatomical import (
+    BrainExtraction,
+    N4Correct,
+    NormaliseAndMeasure,
+    RegisterToTemplate,
+    Segment,
+    TemplateSpaceMaps,
+)
 from ..interfaces.conform import Conform
 
 
@@ -39,6 +47,118 @@ def init_conform_wf(*, limits: dict | None = None, name: str = "conform_wf") -> 
     return workflow
 
 
+def _single_step_wf(name: str, node: pe.Node, inputs: list[str], outputs: list[str]):
+    """A sub-workflow around one step: ``inputnode`` -> step -> ``outputnode``."""
+    workflow = pe.Workflow(name=name)
+    inputnode = pe.Node(niu.IdentityInterface(fields=list(inputs)), name="inputnode")
+    outputnode = pe.Node(niu.IdentityInterface(fields=list(outputs)), name="outputnode")
+    workflow.connect([
+        (inputnode, node, [(field, field) for field in inputs]),
+        (node, outputnode, [(field, field) for field in outputs]),
+    ])  # fmt:skip
+    return workflow
+
+
+def init_n4_wf(*, name: str = "n4_wf") -> pe.Workflow:
+    """N4 bias-field correction inside the head mask.
+
+    Inputs: in_file (conformed T1w). Outputs: out_file (N4-corrected T1w), qc.
+    """
+    workflow = _single_step_wf(
+        name, pe.Node(N4Correct(), name="n4"), ["in_file"], ["out_file", "qc"]
+    )
+    workflow.__desc__ = "The image was corrected for intensity non-uniformity with N4 (ANTsPy)."
+    return workflow
+
+
+def init_brain_extraction_wf(
+    *, template: dict, seed: int, name: str = "brain_extraction_wf"
+) -> pe.Workflow:
+    """Head-to-template affine, warped template brain mask refined by tissue classes.
+
+    Inputs: in_file (N4-corrected T1w). Outputs: out_mask, head_affine, qc.
+    """
+    node = pe.Node(BrainExtraction(template=template, seed=seed), name="brain_extraction")
+    workflow = _single_step_wf(name, node, ["in_file"], ["out_mask", "head_affine", "qc"])
+    workflow.__desc__ = (
+        f"The head was registered affinely to the {template['name']} template (with head, "
+        "initialised by centre of mass); the template brain mask was brought back and refined "
+        "with a k-means tissue classification to extract the brain (inputs already "
+        "skull-stripped were detected and only cleaned)."
+    )
+    return workflow
+
+
+def init_registration_wf(
+    *, template: dict, preset: str, seed: int, name: str = "registration_wf"
+) -> pe.Workflow:
+    """Brain-to-template affine + SyN registration.
+
+    Inputs: in_file, in_mask, initial (head affine). Outputs: forward, inverse, invert_flags, qc.
+    """
+    node = pe.Node(
+        RegisterToTemplate(template=template, preset=preset, seed=seed), name="registration"
+    )
+    workflow = _single_step_wf(
+        name, node, ["in_file", "in_mask", "initial"], ["forward", "inverse", "invert_flags", "qc"]
+    )
+    workflow.__desc__ = (
+        "The brain was registered to the template brain with affine and SyN transforms "
+        f"('{preset}' preset)."
+    )
+    return workflow
+
+
+def init_segmentation_wf(*, template: dict, name: str = "segmentation_wf") -> pe.Workflow:
+    """Atropos CSF/GM/WM segmentation with the template's priors.
+
+    Inputs: in_file, in_mask, inverse, invert_flags. Outputs: probseg (CSF, GM, WM), dseg.
+    """
+    node = pe.Node(Segment(template=template), name="segmentation")
+    workflow = _single_step_wf(
+        name, node, ["in_file", "in_mask", "inverse", "invert_flags"], ["probseg", "dseg"]
+    )
+    workflow.__desc__ = (
+        "The brain was segmented into CSF, grey and white matter with Atropos using the "
+        "template's tissue priors."
+    )
+    return workflow
+
+
+def init_normalisation_wf(*, name: str = "normalisation_wf") -> pe.Workflow:
+    """v1/v2 intensity normalisation, histogram, tissue volumes, SNR/CNR.
+
+    Inputs: in_file, in_mask, probseg. Outputs: v1_file, v2_file, histogram, volumes, qc.
+    """
+    node = pe.Node(NormaliseAndMeasure(), name="measures")
+    workflow = _single_step_wf(
+        name, node, ["in_file", "in_mask", "probseg"],
+        ["v1_file", "v2_file", "histogram", "volumes", "qc"],
+    )  # fmt:skip
+    workflow.__desc__ = (
+        "Intensities were normalised with white stripe (v1: white-matter peak at 1) and with "
+        "seed 000's v2 method (grey- and white-matter peaks at 0.5 and 0.8); the 200-bin "
+        "histogram of the v2 brain and the tissue volumes were computed."
+    )
+    return workflow
+
+
+def init_template_maps_wf(*, template: dict, name: str = "template_maps_wf") -> pe.Workflow:
+    """Warp to the template grid; tissue maps modulated by the Jacobian determinant.
+
+    Inputs: probseg, t1w, v2_file, forward. Outputs: modulated, t1w, v2, composite_warp, qc.
+    """
+    node = pe.Node(TemplateSpaceMaps(template=template), name="template_maps")
+    workflow = _single_step_wf(
+        name, node, ["probseg", "t1w", "v2_file", "forward"],
+        ["modulated", "t1w", "v2", "composite_warp", "qc"],
+    )  # fmt:skip
+    workflow.__desc__ = (
+        "Tissue maps were warped to the template and modulated by the Jacobian determinant."
+    )
+    return workflow
+
+
 def init_anat_preproc_wf(
     *,
     template: dict,
@@ -60,71 +180,52 @@ def init_anat_preproc_wf(
     field), v2 (native), t1w_tpl, v2_tpl, modulated (CSF, GM, WM), histogram, volumes, and the
     QC dicts qc_conform, qc_n4, qc_brain, qc_registration, qc_measures, qc_template_maps
     """
-    from ..interfaces.anatomical import (
-        BrainExtraction,
-        N4Correct,
-        NormaliseAndMeasure,
-        RegisterToTemplate,
-        Segment,
-        TemplateSpaceMaps,
-    )
-
     workflow = pe.Workflow(name=name)
-    workflow.__desc__ = (
-        "The image was corrected for intensity non-uniformity with N4 (ANTsPy). The head was "
-        f"registered affinely to the {template['name']} template (with head, initialised by "
-        "centre of mass), the template brain mask was brought back and refined with a k-means "
-        "tissue classification to extract the brain. The brain was then registered to the "
-        f"template brain with affine and SyN transforms ('{registration}' preset) and "
-        "segmented into CSF, grey and white matter with Atropos using the template's tissue "
-        "priors. Intensities were normalised with white stripe (v1: white-matter peak at 1) "
-        "and with seed 000's v2 method (grey- and white-matter peaks at 0.5 and 0.8), and "
-        "tissue maps were warped to the template and modulated by the Jacobian determinant."
-    )
     outputs = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
                "modulated", "histogram", "volumes", "qc_conform", "qc_n4", "qc_brain",
                "qc_registration", "qc_measures", "qc_template_maps"]  # fmt:skip
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     conform_wf = init_conform_wf(limits=limits)
-    n4 = pe.Node(N4Correct(), name="n4")
-    brain_extraction = pe.Node(
-        BrainExtraction(template=template, seed=seed), name="brain_extraction"
-    )
-    registration_node = pe.Node(
-        RegisterToTemplate(template=template, preset=registration, seed=seed), name="registration"
-    )
-    segmentation = pe.Node(Segment(template=template), name="segmentation")
-    measures = pe.Node(NormaliseAndMeasure(), name="measures")
-    template_maps = pe.Node(TemplateSpaceMaps(template=template), name="template_maps")
+    n4_wf = init_n4_wf()
+    brain_extraction_wf = init_brain_extraction_wf(template=template, seed=seed)
+    registration_wf = init_registration_wf(template=template, preset=registration, seed=seed)
+    segmentation_wf = init_segmentation_wf(template=template)
+    normalisation_wf = init_normalisation_wf()
+    template_maps_wf = init_template_maps_wf(template=template)
     workflow.connect([
         (inputnode, conform_wf, [("t1w", "inputnode.t1w")]),
-        (conform_wf, n4, [("outputnode.t1w_conformed", "in_file")]),
-        (n4, brain_extraction, [("out_file", "in_file")]),
-        (n4, registration_node, [("out_file", "in_file")]),
-        (brain_extraction, registration_node, [("out_mask", "in_mask"),
-                                               ("head_affine", "initial")]),
-        (n4, segmentation, [("out_file", "in_file")]),
-        (brain_extraction, segmentation, [("out_mask", "in_mask")]),
-        (registration_node, segmentation, [("inverse", "inverse"),
-                                           ("invert_flags", "invert_flags")]),
-        (n4, measures, [("out_file", "in_file")]),
-        (brain_extraction, measures, [("out_mask", "in_mask")]),
-        (segmentation, measures, [("probseg", "probseg")]),
-        (segmentation, template_maps, [("probseg", "probseg")]),
-        (n4, template_maps, [("out_file", "t1w")]),
-        (measures, template_maps, [("v2_file", "v2_file")]),
-        (registration_node, template_maps, [("forward", "forward")]),
-        (n4, outputnode, [("out_file", "t1w_preproc"), ("qc", "qc_n4")]),
+        (conform_wf, n4_wf, [("outputnode.t1w_conformed", "inputnode.in_file")]),
+        (n4_wf, brain_extraction_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (n4_wf, registration_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (brain_extraction_wf, registration_wf, [("outputnode.out_mask", "inputnode.in_mask"),
+                                                ("outputnode.head_affine", "inputnode.initial")]),
+        (n4_wf, segmentation_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (brain_extraction_wf, segmentation_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
+        (registration_wf, segmentation_wf, [
+            ("outputnode.inverse", "inputnode.inverse"),
+            ("outputnode.invert_flags", "inputnode.invert_flags")]),
+        (n4_wf, normalisation_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (brain_extraction_wf, normalisation_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
+        (segmentation_wf, normalisation_wf, [("outputnode.probseg", "inputnode.probseg")]),
+        (segmentation_wf, template_maps_wf, [("outputnode.probseg", "inputnode.probseg")]),
+        (n4_wf, template_maps_wf, [("outputnode.out_file", "inputnode.t1w")]),
+        (normalisation_wf, template_maps_wf, [("outputnode.v2_file", "inputnode.v2_file")]),
+        (registration_wf, template_maps_wf, [("outputnode.forward", "inputnode.forward")]),
         (conform_wf, outputnode, [("outputnode.qc", "qc_conform")]),
-        (brain_extraction, outputnode, [("out_mask", "brain_mask"), ("qc", "qc_brain")]),
-        (registration_node, outputnode, [("qc", "qc_registration")]),
-        (segmentation, outputnode, [("probseg", "probseg"), ("dseg", "dseg")]),
-        (measures, outputnode, [("histogram", "histogram"), ("volumes", "volumes"),
-                                ("v2_file", "v2"),
-                                ("qc", "qc_measures")]),
-        (template_maps, outputnode, [("composite_warp", "xfm"), ("t1w", "t1w_tpl"),
-                                     ("v2", "v2_tpl"), ("modulated", "modulated"),
-                                     ("qc", "qc_template_maps")]),
+        (n4_wf, outputnode, [("outputnode.out_file", "t1w_preproc"), ("outputnode.qc", "qc_n4")]),
+        (brain_extraction_wf, outputnode, [("outputnode.out_mask", "brain_mask"),
+                                           ("outputnode.qc", "qc_brain")]),
+        (registration_wf, outputnode, [("outputnode.qc", "qc_registration")]),
+        (segmentation_wf, outputnode, [("outputnode.probseg", "probseg"),
+                                       ("outputnode.dseg", "dseg")]),
+        (normalisation_wf, outputnode, [("outputnode.histogram", "histogram"),
+                                        ("outputnode.volumes", "volumes"),
+                                        ("outputnode.v2_file", "v2"),
+                                        ("outputnode.qc", "qc_measures")]),
+        (template_maps_wf, outputnode, [("outputnode.composite_warp", "xfm"),
+                                        ("outputnode.t1w", "t1w_tpl"), ("outputnode.v2", "v2_tpl"),
+                                        ("outputnode.modulated", "modulated"),
+                                        ("outputnode.qc", "qc_template_maps")]),
     ])  # fmt:skip
     return workflow
