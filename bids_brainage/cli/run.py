@@ -222,7 +222,8 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
 
     nipype_config.update_config({"execution": execution_settings})
     workflow.config["execution"] = execution_settings
-    write_text_atomic(log_dir / "CITATION.md", citation(methods_text(workflow)))
+    methods = methods_text(workflow) + f"\n\nTemplate: {template.name} ({template.source})."
+    write_text_atomic(log_dir / "CITATION.md", citation(methods))
     before = set(log_dir.glob("crash-*.txt"))
     try:
         workflow.run(plugin=config.nipype.plugin, plugin_args=config.nipype.plugin_args)

@@ -137,7 +137,8 @@ def init_normalisation_wf(*, name: str = "normalisation_wf") -> pe.Workflow:
     )  # fmt:skip
     workflow.__desc__ = (
         "Intensities were normalised with white stripe (v1: white-matter peak at 1) and with "
-        "seed 000's v2 method (grey- and white-matter peaks at 0.5 and 0.8); the 200-bin "
+        "the v2 method of Owkin's brain-age tutorial (2018), which pins both the grey- and "
+        "white-matter peaks (here at 0.5 and 0.8); the 200-bin "
         "histogram of the v2 brain and the tissue volumes were computed."
     )
     return workflow

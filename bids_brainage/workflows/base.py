@@ -110,10 +110,13 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
 
 
 def methods_text(workflow: pe.Workflow) -> str:
-    """The methods paragraphs carried by the sub-workflows (each paragraph once)."""
+    """The methods paragraphs carried by the sub-workflows, in pipeline order, each once."""
+    import networkx as nx
+
     seen: list[str] = []
-    for full_name in workflow.list_node_names():
-        parts = full_name.split(".")
+    flat = workflow._create_flat_graph()  # what Nipype runs; its order is the pipeline's
+    for node in nx.topological_sort(flat):
+        parts = node.fullname.split(".")[1:]  # drop the top workflow's own name
         for depth in range(1, len(parts)):
             desc = getattr(workflow.get_node(".".join(parts[:depth])), "__desc__", None)
             if desc and desc not in seen:
