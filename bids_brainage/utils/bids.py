@@ -7,6 +7,7 @@ import logging
 import math
 import shutil
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -84,7 +85,7 @@ def validator_command() -> list[str] | None:
     """The official validator's command, from the ``bids-validator-deno`` package."""
     exe = shutil.which("bids-validator-deno")
     if exe is None:
-        candidate = Path(__import__("sys").executable).parent / "bids-validator-deno"
+        candidate = Path(sys.executable).parent / "bids-validator-deno"  # venv not on PATH
         exe = str(candidate) if candidate.exists() else None
     return [exe] if exe else None
 
