@@ -59,6 +59,23 @@ class WorkflowSettings:
         }
 
 
+DEFAULT_CONTROL_LABELS = ("HC", "control", "controls", "CN", "NC", "healthy")
+
+
+@dataclass
+class ModelSettings:
+    """Which bundles predict at participant level, and what the group level trains."""
+
+    models: list[str] = field(default_factory=lambda: ["default"])
+    train_model: str | None = None
+    model_kind: str | None = None
+    ensemble_members: list[str] = field(default_factory=list)
+    cv_folds: int = 5
+    control_labels: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROL_LABELS))
+    max_epochs: int | None = None
+    bundles: list[dict] = field(default_factory=list)  # resolved --model bundles, at run time
+
+
 @dataclass
 class NipypeSettings:
     """Resources; they never change results, so they never invalidate caches."""
@@ -130,6 +147,7 @@ class Config:
     workflow: WorkflowSettings = field(default_factory=WorkflowSettings)
     nipype: NipypeSettings = field(default_factory=NipypeSettings)
     seeds: Seeds = field(default_factory=Seeds)
+    models: ModelSettings = field(default_factory=ModelSettings)
 
     def to_dict(self) -> dict:
         def _plain(value):

@@ -77,3 +77,12 @@ def relative_files(folder: Path) -> list[str]:
     return sorted(
         str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() or p.is_symlink()
     )
+
+
+@pytest.fixture(scope="session")
+def feature_dataset(tmp_path_factory):
+    """Participant-level features of 40 synthetic brains (6 mm grid, sites A and B, ages
+    20-80) written directly, with no preprocessing: for training every model kind quickly."""
+    from bids_brainage.testing.features import make_feature_derivatives
+
+    return make_feature_derivatives(tmp_path_factory.mktemp("features"), 40, seed=1)

@@ -11,6 +11,8 @@ import pandas as pd
 
 from ..config import Config
 from ..interfaces.bids import DerivativesDataSink
+from ..models.bundle import BundleError
+from ..models.inputs import ContractError
 from ..utils.bids import InputError, read_participants, strip_prefix
 from ..utils.derivatives import write_derivatives_root
 from .parser import EXIT_FAILED, EXIT_INVALID_BIDS, EXIT_NO_MATCH, EXIT_OK
@@ -38,6 +40,13 @@ SCAN_COLUMNS = {
     "qc_flags": {"Description": "Comma-separated QC flags raised during preprocessing"},
     "source": {"Description": "The raw T1w image, relative to BIDS_DIR"},
 }
+
+
+def read_dataset_description(bids_dir: Path) -> dict:
+    try:
+        return json.loads((Path(bids_dir) / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return {"Name": Path(bids_dir).name}
 
 
 def find_scan_qc(output_dir: Path) -> list[Path]:
@@ -79,8 +88,12 @@ def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
             "group": info.group if info else None,
             "qc_flags": ",".join(qc.get("flags", [])),
             "source": scan.get("source"),
+            # for the models, not written to the table
+            "entities": {k: scan.get(k) for k in ("subject", "session", "acquisition", "run")},
+            "template": qc.get("template", {}).get("name"),
+            "resolution": qc.get("template", {}).get("resolution"),
         })  # fmt:skip
-    table = pd.DataFrame(rows, columns=list(SCAN_COLUMNS))
+    table = pd.DataFrame(rows, columns=[*SCAN_COLUMNS, "entities", "template", "resolution"])
     return table, problems
 
 
@@ -89,6 +102,7 @@ def write_table(table: pd.DataFrame, config: Config, suffix: str, columns: dict)
     staging = config.execution.work_dir / "group_staging"
     staging.mkdir(parents=True, exist_ok=True)
     tsv = staging / f"{suffix}.tsv"
+    table = table[[c for c in table.columns if c in columns]]
     table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
     sink = DerivativesDataSink(
         base_directory=str(config.execution.output_dir),
@@ -102,6 +116,8 @@ def write_table(table: pd.DataFrame, config: Config, suffix: str, columns: dict)
 
 
 def run_group(config: Config) -> int:
+    from .train import TrainingError, run_training
+
     execution = config.execution
     try:
         if not find_scan_qc(execution.output_dir):
@@ -127,6 +143,20 @@ def run_group(config: Config) -> int:
             f"bids_brainage group: {len(table)} scan(s) of {table['participant_id'].nunique()} "
             f"participant(s), {n_age} with an age; table written to {out}"
         )
+        if config.models.train_model:
+            try:
+                bundle = run_training(config, table, read_dataset_description(execution.bids_dir))
+            except (TrainingError, BundleError, ContractError) as err:
+                print(f"bids_brainage: training {config.models.train_model}: {err}",
+                      file=sys.stderr)  # fmt:skip
+                return EXIT_FAILED
+            card = json.loads((bundle / "model.json").read_text())
+            for split, result in card["cross_validation"].items():
+                mae = result["metrics"]["mae"]
+                print(f"bids_brainage group: {card['name']} ({card['kind']}) {split}-split CV MAE "
+                      f"{mae['mean']:.2f} ± {mae['sd']:.2f} years "
+                      f"(median-age baseline {result['metrics']['baseline_mae']['mean']:.2f})")
+            print(f"bids_brainage group: bundle and model card written to {bundle}")
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
     return EXIT_FAILED if problems else EXIT_OK

@@ -5,13 +5,23 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import re
 import tempfile
 import uuid
 from datetime import datetime
 from pathlib import Path
 
 from .. import __version__
-from ..config import Config, ExecutionSettings, NipypeSettings, Seeds, WorkflowSettings
+from ..config import (
+    DEFAULT_CONTROL_LABELS,
+    Config,
+    ExecutionSettings,
+    ModelSettings,
+    NipypeSettings,
+    Seeds,
+    WorkflowSettings,
+)
+from ..models.bundle import KINDS
 from ..utils.bids import InputError, load_filters
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -119,6 +129,52 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: never download; use the packaged offline template instead)",
     )
 
+    models = parser.add_argument_group("models")
+    models.add_argument(
+        "--model",
+        nargs="+",
+        default=["default"],
+        metavar="BUNDLE",
+        help="participant: model bundles that predict brain age, each a bundle folder or the "
+        "name of a packaged bundle (default: the packaged 'default' bundle)",
+    )
+    models.add_argument(
+        "--train-model",
+        metavar="NAME",
+        help="group: train a model bundle called NAME on the participants with an age (controls "
+        "only, if participants.tsv has a group column), into OUTPUT_DIR/models/NAME",
+    )
+    models.add_argument(
+        "--model-kind",
+        choices=KINDS,
+        help="group: what --train-model trains",
+    )
+    models.add_argument(
+        "--ensemble-members",
+        nargs="+",
+        default=[],
+        metavar="BUNDLE",
+        help="group, with --model-kind ensemble: trained bundles to average (same data and seed)",
+    )
+    models.add_argument(
+        "--cv-folds",
+        type=_positive_int,
+        default=5,
+        help="group: folds of the random-split cross-validation",
+    )
+    models.add_argument(
+        "--control-label",
+        nargs="+",
+        default=list(DEFAULT_CONTROL_LABELS),
+        metavar="LABEL",
+        help="values of the participants.tsv group column that mean a healthy control",
+    )
+    models.add_argument(
+        "--max-epochs",
+        type=_positive_int,
+        help="group: cap on CNN training epochs (default: the kind's own setting)",
+    )
+
     perf = parser.add_argument_group("resources")
     perf.add_argument(
         "--nprocs",
@@ -222,6 +278,20 @@ def parse_args(argv: list[str] | None = None) -> Config:
     workflow = WorkflowSettings(
         registration=opts.registration, allow_template_download=opts.allow_template_download
     )
+    if opts.train_model and opts.analysis_level != "group":
+        raise UsageError("--train-model is a group-level action")
+    if opts.train_model and not opts.model_kind:
+        raise UsageError("--train-model needs --model-kind")
+    if opts.train_model and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", opts.train_model):
+        raise UsageError(f"{opts.train_model}: a model name may hold letters, digits, '_.-' only")
+    if opts.model_kind == "ensemble" and len(opts.ensemble_members) < 2:
+        raise UsageError("--model-kind ensemble needs at least two --ensemble-members")
+    models = ModelSettings(
+        models=opts.model, train_model=opts.train_model, model_kind=opts.model_kind,
+        ensemble_members=opts.ensemble_members, cv_folds=opts.cv_folds,
+        control_labels=opts.control_label, max_epochs=opts.max_epochs,
+    )  # fmt:skip
     return Config(
-        execution=execution, workflow=workflow, nipype=nipype, seeds=Seeds(master=opts.seed)
-    )
+        execution=execution, workflow=workflow, nipype=nipype, seeds=Seeds(master=opts.seed),
+        models=models,
+    )  # fmt:skip

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config
+from ..models.bundle import BundleError, load_bundle, resolve_bundle
 from ..utils.bids import (
     InputError,
     T1wScan,
@@ -31,6 +32,7 @@ from .parser import (
     EXIT_INVALID_BIDS,
     EXIT_NO_MATCH,
     EXIT_OK,
+    EXIT_USAGE,
     UsageError,
     parse_args,
 )
@@ -178,12 +180,36 @@ def run_participant(config: Config) -> int:
             len({s.subject for s in runnable}),
         )
         if runnable:
-            failures += run_graph(config, runnable)
+            try:
+                failures += run_graph(config, runnable)
+            except BundleError as err:
+                print(f"bids_brainage: {err}", file=sys.stderr)
+                return EXIT_USAGE
         write_reports(execution.output_dir, scans, failures)
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
         config.dump(execution.log_dir / f"config-{execution.run_uuid}.json")
     return report(failures, len(scans), started)
+
+
+def select_bundles(specs: list[str], template: dict) -> list[dict]:
+    """Resolve and check the ``--model`` bundles before any scan is processed; ``none`` means
+    preprocessing only.
+    """
+    if [s.lower() for s in specs] == ["none"]:
+        return []
+    selected = []
+    for spec in specs:
+        bundle = load_bundle(resolve_bundle(spec), template=template)
+        random = bundle.card["cross_validation"]["random"]["metrics"]["mae"]["mean"]
+        data = bundle.card["training_data"]
+        selected.append({"path": str(bundle.path), "name": bundle.name, "kind": bundle.kind,
+                         "mae": random, "data": f"{data['n_scans']} scans of "
+                         f"{data['dataset'].get('Name', 'unnamed data')}"})  # fmt:skip
+    names = [b["name"] for b in selected]
+    if len(set(names)) != len(names):
+        raise BundleError(f"two --model bundles share a name: {names}")
+    return selected
 
 
 def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
@@ -207,6 +233,7 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     )
     config.workflow.template = template.to_dict()
     LOGGER.info("template %s (%s)", template.name, template.source)
+    config.models.bundles = select_bundles(config.models.models, config.workflow.template)
     workflow = init_brainage_wf(config, scans)
     execution_settings = {
         "crashdump_dir": str(log_dir),

@@ -167,6 +167,26 @@ td,th{border:1px solid #ddd;padding:2px 6px;text-align:left} .bad{color:#b00;fon
 """
 
 
+def _brainage_table(path: Path) -> str:
+    """The scan's brain-age predictions, one row per model bundle."""
+    if not path.exists():
+        return "<p>No brain-age prediction (run with <code>--model none</code>?).</p>"
+    import pandas as pd
+
+    table = pd.read_csv(path, sep="\t", na_values="n/a")
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r.model))} ({html.escape(str(r.model_kind))})</td>"
+        f"<td><b>{r.predicted_age:.1f}</b></td>"
+        f"<td>{r.interval_lower:.1f} – {r.interval_upper:.1f} ({r.interval_coverage:.0%})</td>"
+        f"<td>{'n/a' if pd.isna(r.chronological_age) else f'{r.chronological_age:.1f}'}</td>"
+        f"<td>{'n/a' if pd.isna(r.brain_pad) else f'{r.brain_pad:+.1f}'}</td></tr>"
+        for r in table.itertuples()
+    )
+    return ("<h3>Brain age</h3><table><tr><th>model</th><th>predicted age (y)</th>"
+            "<th>interval</th><th>chronological age</th><th>brain-PAD (uncorrected)</th></tr>"
+            f"{rows}</table>")  # fmt:skip
+
+
 def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str]) -> Path | None:
     """Build ``sub-<label>.html`` from the scan derivatives found for ``subject``.
 
@@ -192,6 +212,7 @@ def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str
             f"<p>Source: {html.escape(scan['source'])}; site {html.escape(scan['site'])}"
             f" ({html.escape(scan['site_source'])}); template "
             f"{html.escape(template['name'])} ({html.escape(template['source'])}).</p>"
+            f"{_brainage_table(qc_file.parent / f'{stem}_brainage.tsv')}"
             f"{_flags(qc.get('flags', []))}{pictures}<h3>QC numbers</h3>{_qc_table(qc)}"
         )
     for key, reason in sorted(failures.items()):

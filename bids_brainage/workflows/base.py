@@ -12,6 +12,7 @@ from ..config import Config
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
 from .anatomical import init_anat_preproc_wf
+from .models import init_brainage_prediction_wf
 from .outputs import init_anat_derivatives_wf
 
 
@@ -86,11 +87,24 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     assemble_qc = pe.Node(AssembleQC(scan=scan_info, template=template), name="assemble_qc")
     anat_derivatives_wf = init_anat_derivatives_wf(
         entities=scan.entities,
+        with_brainage=bool(config.models.bundles),
         source_file=f"bids:raw:{relative}",
         template=template,
         staging_dir=execution.work_dir / "staging",
         output_dir=execution.output_dir,
     )
+    bundles = config.models.bundles
+    if bundles:
+        prediction_wf = init_brainage_prediction_wf(
+            bundles=bundles, template=template, age=scan.age,
+            threads=config.nipype.omp_nthreads)  # fmt:skip
+        workflow.connect([
+            (anat_preproc_wf, prediction_wf, [
+                ("outputnode.histogram", "inputnode.histogram"),
+                ("outputnode.modulated", "inputnode.modulated"),
+                ("outputnode.v2_tpl", "inputnode.v2_tpl")]),
+            (prediction_wf, anat_derivatives_wf, [("outputnode.brainage", "inputnode.brainage")]),
+        ])  # fmt:skip
     products = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
                 "modulated", "histogram", "volumes"]  # fmt:skip
     workflow.connect([

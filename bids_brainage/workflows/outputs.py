@@ -8,6 +8,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..interfaces.bids import CommitDerivatives, DerivativesDataSink
+from ..models.predict import BRAINAGE_COLUMNS
 from ..utils.templates import TISSUES
 
 TISSUE_LEVELS = {"1": "CSF", "2": "GM", "3": "WM"}
@@ -44,6 +45,7 @@ def init_anat_derivatives_wf(
     template: dict,
     staging_dir: Path,
     output_dir: Path,
+    with_brainage: bool = False,
     name: str = "anat_derivatives_wf",
 ) -> pe.Workflow:
     """Stage a scan's derivatives, then commit them to OUTPUT_DIR together.
@@ -51,7 +53,7 @@ def init_anat_derivatives_wf(
     Inputs
     ------
     t1w_preproc, brain_mask, dseg, probseg (CSF, GM, WM), xfm, v2, t1w_tpl, v2_tpl,
-    modulated (CSF, GM, WM), histogram, volumes, qc
+    modulated (CSF, GM, WM), histogram, volumes, qc, brainage (when ``with_brainage``)
 
     Outputs
     -------
@@ -59,7 +61,7 @@ def init_anat_derivatives_wf(
         the files written into OUTPUT_DIR
     """
     fields = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
-              "modulated", "histogram", "volumes", "qc"]  # fmt:skip
+              "modulated", "histogram", "volumes", "qc", "brainage"]  # fmt:skip
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
@@ -105,6 +107,9 @@ def init_anat_derivatives_wf(
         ("ds_volumes", "volumes", None, {"desc": "volumes", "suffix": "features",
                                          "extension": ".tsv"}, entities, VOLUME_COLUMNS),
     ]  # fmt:skip
+    if with_brainage:
+        sinks.append(("ds_brainage", "brainage", None, {"suffix": "brainage",
+                      "extension": ".tsv"}, entities, BRAINAGE_COLUMNS))  # fmt:skip
     gather = pe.Node(niu.Merge(2 * len(sinks) + 1), name="gather", run_without_submitting=True)
     for index, (node_name, field, item, settings, ents, sidecar) in enumerate(sinks):
         settings = dict(settings)

@@ -1,0 +1,270 @@
+"""Group-level training: ``group --train-model NAME --model-kind KIND``.
+
+Reads participant-level derivatives only. Trains on participants with an age (controls only
+when participants.tsv has a group column), reports random-split and site-split
+cross-validation side by side, refits on everyone and writes the bundle into
+OUTPUT_DIR/models/NAME with its model card, out-of-fold predictions and figures.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..config import Config
+from ..models.bundle import (
+    INPUT_OF_KIND,
+    NETWORK_KINDS,
+    BundleError,
+    contract_for,
+    load_bundle,
+    make_estimator,
+    resolve_bundle,
+    save_bundle,
+)
+from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
+from ..models.metrics import accuracy_metrics, conformal_halfwidth
+from ..models.training import (
+    COVERAGE,
+    LEARNING_FRACTIONS,
+    NETWORK_LEARNING_FRACTIONS,
+    conformal_coverage,
+    cross_validate,
+    oof_table,
+)
+from ..reports.models import model_card_markdown, model_figures
+
+LOGGER = logging.getLogger("bids_brainage")
+UNTRUSTWORTHY_FLAGS = {"registration_failed", "implausible_brain_volume",
+                       "implausible_tissue_fractions"}  # fmt:skip
+MIN_TRAINING_SCANS = 10
+
+
+class TrainingError(ValueError):
+    """Training cannot go on; the message says why in one line."""
+
+
+def select_training_scans(table: pd.DataFrame, control_labels) -> tuple[pd.DataFrame, dict]:
+    """Scans with an age, trustworthy QC and (when groups are given) a control label."""
+    excluded = {}
+    keep = table["age"].notna()
+    excluded["no age"] = int((~keep).sum())
+    flagged = (
+        table["qc_flags"]
+        .fillna("")
+        .map(lambda f: bool(UNTRUSTWORTHY_FLAGS & set(filter(None, f.split(",")))))
+    )
+    excluded["QC flags"] = int((keep & flagged).sum())
+    keep &= ~flagged
+    if table["group"].notna().any():
+        labels = {str(label).lower() for label in control_labels}
+        control = table["group"].fillna("").astype(str).str.lower().isin(labels)
+        excluded["not a control"] = int((keep & ~control).sum())
+        keep &= control
+    return table[keep].reset_index(drop=True), {k: v for k, v in excluded.items() if v}
+
+
+def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selection: str) -> dict:
+    age = scans["age"].astype(float)
+    return {
+        "dataset": {k: dataset.get(k) for k in ("Name", "License", "Acknowledgements",
+                                                "HowToAcknowledge") if dataset.get(k)},
+        "n_scans": int(len(scans)),
+        "n_participants": int(scans["participant_id"].nunique()),
+        "age": {"min": float(age.min()), "max": float(age.max()), "mean": float(age.mean()),
+                "median": float(age.median()), "sd": float(age.std())},
+        "sex": {str(k): int(v) for k, v in scans["sex"].fillna("n/a").value_counts().items()},
+        "sites": {str(k): int(v) for k, v in scans["site"].value_counts().items()},
+        "selection": selection,
+        "excluded": excluded,
+    }  # fmt:skip
+
+
+def load_design(scans: pd.DataFrame, output_dir: Path, kind: str) -> tuple[np.ndarray, dict]:
+    """Stack the model inputs of every scan; the grid of template-space inputs is checked to be
+    the same for all.
+    """
+    input_kind = INPUT_OF_KIND[kind]
+    arrays, grid = [], None
+    for row in scans.itertuples():
+        features = ScanFeatures.from_derivatives(output_dir, row.entities, row.template,
+                                                 row.resolution)  # fmt:skip
+        if input_kind != "histogram" and grid is None:
+            import nibabel as nib
+
+            path = features.t1w if input_kind == "t1w" else features.tissue["GM"]
+            if path.exists():
+                grid = grid_signature(nib.load(str(path)))
+        arrays.append(load_inputs(features, input_kind, grid))
+    return np.stack(arrays), grid
+
+
+def template_of(scans: pd.DataFrame) -> dict:
+    pairs = set(zip(scans["template"], scans["resolution"], strict=True))
+    if len(pairs) != 1:
+        raise TrainingError(f"the scans were preprocessed on different templates: {sorted(pairs)}")
+    name, resolution = pairs.pop()
+    return {"name": name, "resolution": int(resolution)}
+
+
+def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
+    """Cross-validate, refit and write the bundle; return its folder."""
+    settings, seed = config.models, config.seeds.derive("training")
+    kind, name = settings.model_kind, settings.train_model
+    scans, excluded = select_training_scans(table, settings.control_labels)
+    if len(scans) < MIN_TRAINING_SCANS:
+        raise TrainingError(f"{len(scans)} scans usable for training (excluded: {excluded}); "
+                            f"at least {MIN_TRAINING_SCANS} are needed")  # fmt:skip
+    template = template_of(scans)
+    participants, sites, y = scans["participant_id"], scans["site"], scans["age"].to_numpy(float)
+    splits = ["random"] + (["site"] if sites.nunique() > 1 else [])
+    site_note = None if "site" in splits else (
+        f"All training scans come from one site ({sites.iloc[0]}): no site-split "
+        "cross-validation is possible, and the random-split figures say nothing about "
+        "accuracy on other scanners (seed 000).")  # fmt:skip
+    selection = ("participants with an age and no untrustworthy QC flag"
+                 + (f", group in {settings.control_labels}" if table["group"].notna().any()
+                    else ""))  # fmt:skip
+    card = {"name": name, "kind": kind,
+            "training_data": training_summary(scans, excluded, dataset, selection),
+            "seed": seed, "site_split_note": site_note}  # fmt:skip
+    LOGGER.warning("training %s (%s) on %d scans; %s cross-validation", name, kind, len(scans),
+                   " and ".join(splits))  # fmt:skip
+    if kind == "ensemble":
+        return _train_ensemble(config, scans, card, splits, template)
+
+    X, grid = load_design(scans, config.execution.output_dir, kind)
+    affine = _template_affine(config, scans) if kind in NETWORK_KINDS else None
+    overrides = {"epochs": settings.max_epochs} if settings.max_epochs else {}
+    threads = max(1, config.nipype.nprocs * config.nipype.omp_nthreads)
+
+    def make_model():
+        return make_estimator(kind, affine=affine, settings=overrides, threads=threads)
+
+    fractions = NETWORK_LEARNING_FRACTIONS if kind in NETWORK_KINDS else LEARNING_FRACTIONS
+    results = {}
+    for split in splits:
+        results[split] = cross_validate(
+            make_model, X, y, participants, sites, split=split, n_splits=settings.cv_folds,
+            seed=seed, fractions=fractions if split == "random" else (1.0,))  # fmt:skip
+        LOGGER.warning("%s split: MAE %.2f ± %.2f years over %d folds", split,
+                       results[split]["metrics"]["mae"]["mean"],
+                       results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
+    estimator = make_model().fit(X, y, seed=seed)
+    card["contract"] = contract_for(template, kind, grid)
+    if kind == "tissue-linear":
+        card["selection_curve"] = {str(k): v for k, v in estimator.curve.items()}
+    if kind in NETWORK_KINDS:
+        card["final_fit"] = {"epochs_run": len(estimator.history),
+                             "validation_mae": estimator.validation["mae"]}  # fmt:skip
+    return _write(config, scans, card, results, estimator=estimator)
+
+
+def _template_affine(config: Config, scans: pd.DataFrame) -> np.ndarray:
+    import nibabel as nib
+
+    row = scans.iloc[0]
+    features = ScanFeatures.from_derivatives(config.execution.output_dir, row.entities,
+                                             row.template, row.resolution)  # fmt:skip
+    return nib.load(str(features.t1w)).affine
+
+
+def _train_ensemble(config, scans, card, splits, template) -> Path:
+    """Average member bundles; the cross-validation averages their out-of-fold predictions,
+    which is exact only for members trained on the same scans with the same seed (checked).
+    """
+    members = [load_bundle(resolve_bundle(m)) for m in config.models.ensemble_members]
+    tables = []
+    for member in members:
+        file = member.path / "oof_predictions.tsv"
+        if not file.exists():
+            raise TrainingError(
+                f"{member.path}: no oof_predictions.tsv; train it with this version"
+            )
+        tables.append(pd.read_csv(file, sep="\t", dtype={"session_id": str, "run": str}))
+    keys = ["split", "participant_id", "session_id", "run", "fold"]
+    reference = tables[0][keys].fillna("n/a")
+    for member, oof in zip(members[1:], tables[1:], strict=True):
+        if not oof[keys].fillna("n/a").equals(reference):
+            raise TrainingError(
+                f"{member.path}: trained on other scans, folds or seed than "
+                f"{members[0].path}; an ensemble needs identical folds"
+            )
+    mean_prediction = np.mean([t["predicted_age"].to_numpy(float) for t in tables], axis=0)
+    results = {}
+    for split in dict.fromkeys(tables[0]["split"]):
+        rows = (tables[0]["split"] == split).to_numpy()
+        part = tables[0][rows]
+        y, predicted, fold = (
+            part["age"].to_numpy(float),
+            mean_prediction[rows],
+            part["fold"].to_numpy(),
+        )
+        per_fold = [
+            accuracy_metrics(
+                y[fold == k], predicted[fold == k], baseline_age=np.median(y[fold != k])
+            )
+            for k in np.unique(fold)
+        ]
+        from ..models.metrics import summarise_folds
+
+        results[split] = {"split": split, "folds": int(len(np.unique(fold))),
+                          "metrics": summarise_folds(per_fold),
+                          "pooled": accuracy_metrics(y, predicted),
+                          "coverage": conformal_coverage(y, predicted, fold),
+                          "learning_curve": {}, "predicted": predicted, "fold": fold}  # fmt:skip
+    scans_oof = tables[0][tables[0]["split"] == "random"]
+    if len(scans_oof) != len(scans) or set(scans_oof["participant_id"]) != set(
+        scans["participant_id"]
+    ):
+        raise TrainingError("the ensemble members were trained on other scans than selected here")
+    scans = scans_oof[["participant_id", "session_id", "run", "site", "age"]].reset_index(
+        drop=True
+    )
+    contracts = {json.dumps({k: v for k, v in m.card["contract"].items() if k in
+                             ("template", "resolution", "normalisation")}, sort_keys=True)
+                 for m in members}  # fmt:skip
+    if len(contracts) != 1:
+        raise TrainingError("the ensemble members were made for different templates")
+    card["contract"] = {**json.loads(contracts.pop()), "input": "mixed"}
+    card["members_kinds"] = {m.name: m.kind for m in members}
+    return _write(config, scans, card, results, members=[m.path for m in members])
+
+
+def _write(config, scans, card, results, *, estimator=None, members=None) -> Path:
+    card["version"] = __version__
+    calibration = "site" if "site" in results else "random"
+    residuals = results[calibration]["predicted"] - scans["age"].to_numpy(float)
+    card["interval"] = {"coverage": COVERAGE, "calibration": calibration,
+                        "halfwidth": conformal_halfwidth(residuals, COVERAGE),
+                        "method": "split-conformal on out-of-fold absolute errors"}  # fmt:skip
+    if not math.isfinite(card["interval"]["halfwidth"]):
+        raise TrainingError("too few scans to calibrate a 90 % interval")
+    card["cross_validation"] = {split: {k: v for k, v in r.items()
+                                        if k not in ("predicted", "fold")}
+                                for split, r in results.items()}  # fmt:skip
+    oof = oof_table(scans, results)
+    extras = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = model_figures(oof, card, Path(tmp))
+        card["figures"] = figures
+        for file in figures.values():
+            extras[f"figures/{file}"] = (Path(tmp) / file).read_bytes()
+    buffer = io.StringIO()
+    oof.to_csv(buffer, sep="\t", index=False, na_rep="n/a", float_format="%.4f")
+    extras["oof_predictions.tsv"] = buffer.getvalue().encode()
+    extras["model_card.md"] = model_card_markdown(card).encode()
+    target = config.execution.output_dir / "models" / card["name"]
+    try:
+        bundle = save_bundle(target, card, estimator=estimator, members=members, extras=extras)
+    except (BundleError, ContractError) as err:
+        raise TrainingError(str(err)) from None
+    return bundle.path

@@ -1,0 +1,250 @@
+"""Model bundles: a directory with ``model.json`` and weights that load without pickle.
+
+- classical linear models and CNNs: ``weights.safetensors`` (numpy arrays / torch tensors);
+- gradient boosting: ``model.skops``, loaded only after checking that it holds nothing but
+  scikit-learn's tree predictors;
+- ensembles: ``members/<name>/`` bundles, averaged.
+
+Every file is listed in ``model.json`` with its SHA-256; a bundle whose files do not match is
+refused (tampered or truncated), as is one made for another input contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import shutil
+from dataclasses import dataclass, field
+from importlib import metadata, resources
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from .inputs import NORMALISATION, ContractError, ScanFeatures, check_contract, load_inputs
+
+FORMAT = "bids_brainage-bundle"
+FORMAT_VERSION = 1
+KINDS = ("hist-linear", "hist-gbm", "tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm",
+         "ensemble")  # fmt:skip
+NETWORK_KINDS = ("slice-cnn", "resnet3d", "resnet2d-lstm")
+INPUT_OF_KIND = {"hist-linear": "histogram", "hist-gbm": "histogram", "tissue-linear": "tissue",
+                 **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
+DEFAULT_BUNDLE = "default"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used: missing, tampered, unknown format or wrong contract."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def library_versions() -> dict:
+    names = ("bids_brainage", "numpy", "scikit-learn", "torch", "safetensors", "skops", "antspyx")
+    out = {"python": platform.python_version()}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def make_estimator(kind: str, *, affine=None, settings: dict | None = None, threads: int = 2):
+    """A fresh, unfitted estimator of a bundle kind."""
+    from . import classical
+
+    if kind == "hist-linear":
+        return classical.HistogramLinear()
+    if kind == "hist-gbm":
+        return classical.HistogramBoosting()
+    if kind == "tissue-linear":
+        return classical.TissueLinear()
+    if kind in NETWORK_KINDS:
+        from .deep import DeepAgeModel
+
+        return DeepAgeModel(kind, affine=affine, settings=settings, threads=threads)
+    raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: its ``model.json`` and a ready estimator (or member bundles)."""
+
+    path: Path
+    card: dict
+    estimator: object = None
+    members: list[Bundle] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.card["kind"]
+
+    @property
+    def halfwidth(self) -> float:
+        return float(self.card["interval"]["halfwidth"])
+
+    def inputs_needed(self) -> set[str]:
+        if self.members:
+            return set().union(*(m.inputs_needed() for m in self.members))
+        return {INPUT_OF_KIND[self.kind]}
+
+    def predict_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
+        """Predicted ages from stacked inputs keyed by input kind (histogram/tissue/t1w)."""
+        if self.members:
+            return np.mean([m.predict_inputs(inputs) for m in self.members], axis=0)
+        return np.asarray(self.estimator.predict(inputs[INPUT_OF_KIND[self.kind]]), float)
+
+    def predict_scan(self, features: ScanFeatures) -> float:
+        grid = self.card["contract"].get("grid")
+        inputs = {kind: load_inputs(features, kind, grid)[None] for kind in self.inputs_needed()}
+        return float(self.predict_inputs(inputs)[0])
+
+
+def save_bundle(
+    path: Path,
+    card: dict,
+    estimator=None,
+    members: list[Path] | None = None,
+    extras: dict[str, bytes] | None = None,
+) -> Bundle:
+    """Write a bundle directory (replacing one of the same path) and return it loaded.
+
+    ``extras`` (model card, out-of-fold predictions, figures) are written beside the weights
+    and, like them, listed with their checksums.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    card = {"format": FORMAT, "format_version": FORMAT_VERSION, **card,
+            "libraries": library_versions(), "files": {}}  # fmt:skip
+    card.setdefault("version", __version__)
+    kind = card["kind"]
+    if kind == "ensemble":
+        for member in members or []:
+            shutil.copytree(member, tmp / "members" / Path(member).name)
+        card["members"] = [Path(m).name for m in members or []]
+    elif kind == "hist-gbm":
+        (tmp / "model.skops").write_bytes(estimator.to_skops())
+        card["params"] = {"best": estimator.best}
+    elif kind in NETWORK_KINDS:
+        from safetensors.torch import save_file
+
+        tensors, params = estimator.state()
+        save_file(tensors, str(tmp / "weights.safetensors"))
+        card["params"] = params
+    else:
+        from safetensors.numpy import save_file
+
+        arrays, params = estimator.state()
+        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()},
+                  str(tmp / "weights.safetensors"))  # fmt:skip
+        card["params"] = params
+    for name, data in (extras or {}).items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_bytes(data)
+    for file in sorted(p for p in tmp.rglob("*") if p.is_file() and p.name != "model.json"):
+        card["files"][file.relative_to(tmp).as_posix()] = sha256(file)
+    (tmp / "model.json").write_text(json.dumps(card, indent=2, sort_keys=True) + "\n")
+    if path.exists():
+        shutil.rmtree(path)
+    tmp.rename(path)
+    return load_bundle(path)
+
+
+def load_bundle(path: Path, *, template: dict | None = None, threads: int = 1) -> Bundle:
+    """Load a bundle, checking format, checksums and (given ``template``) the input contract."""
+    path = Path(path)
+    card_file = path / "model.json"
+    if not card_file.is_file():
+        raise BundleError(f"{path}: not a model bundle (no model.json)")
+    try:
+        card = json.loads(card_file.read_text())
+    except ValueError as err:
+        raise BundleError(f"{card_file}: not valid JSON ({err})") from None
+    if card.get("format") != FORMAT or card.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{card_file}: not a {FORMAT} version {FORMAT_VERSION} bundle")
+    if card.get("kind") not in KINDS:
+        raise BundleError(f"{card_file}: unknown model kind {card.get('kind')!r}")
+    for name, digest in card.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise BundleError(f"{file}: listed in model.json but missing")
+        if sha256(file) != digest:
+            raise BundleError(f"{file}: checksum differs from model.json (modified or corrupt)")
+    if template is not None:
+        try:
+            check_contract(card.get("contract", {}), template, bundle=str(path))
+        except ContractError as err:
+            raise BundleError(str(err)) from None
+    kind = card["kind"]
+    if kind == "ensemble":
+        members = [load_bundle(path / "members" / m, template=template, threads=threads)
+                   for m in card["members"]]  # fmt:skip
+        if not members:
+            raise BundleError(f"{card_file}: an ensemble without members")
+        return Bundle(path, card, members=members)
+    if kind == "hist-gbm":
+        from .classical import HistogramBoosting
+
+        try:
+            estimator = HistogramBoosting.from_skops((path / "model.skops").read_bytes(),
+                                                     card.get("params", {}))  # fmt:skip
+        except ValueError as err:
+            raise BundleError(f"{path / 'model.skops'}: {err}") from None
+        return Bundle(path, card, estimator)
+    weights = path / "weights.safetensors"
+    if kind in NETWORK_KINDS:
+        from safetensors.torch import load_file
+
+        from .deep import DeepAgeModel
+
+        estimator = DeepAgeModel.from_state(kind, load_file(str(weights)), card["params"],
+                                            threads=threads)  # fmt:skip
+    else:
+        from safetensors.numpy import load_file
+
+        cls = type(make_estimator(kind))
+        estimator = cls.from_state(load_file(str(weights)), card["params"])
+    return Bundle(path, card, estimator)
+
+
+def packaged_bundles() -> dict[str, Path]:
+    """Bundles shipped inside the package, by name."""
+    root = Path(str(resources.files("bids_brainage"))) / "data" / "models"
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "model.json").is_file()}
+
+
+def resolve_bundle(spec: str) -> Path:
+    """``--model`` value → bundle directory: a path, or the name of a packaged bundle."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    packaged = packaged_bundles()
+    if spec in packaged:
+        return packaged[spec]
+    known = ", ".join(packaged) or "none"
+    raise BundleError(f"{spec}: no such bundle directory, nor a packaged bundle ({known})")
+
+
+def contract_for(template: dict, kind: str, grid: dict | None) -> dict:
+    contract = {"template": template["name"], "resolution": int(template["resolution"]),
+                "normalisation": NORMALISATION,
+                "input": INPUT_OF_KIND.get(kind, "mixed")}  # fmt:skip
+    if grid is not None:
+        contract["grid"] = grid
+    return contract

@@ -1,0 +1,201 @@
+"""Training and inference of the seeds' CNNs on v2-normalised template-space T1w volumes.
+
+Settings follow the seeds where CPU time allows (MAE loss, Adam, learning rate halved every 15
+epochs, instance norm, seed 001; augmentation by rotation, zoom, blur and local intensity
+changes, seed 000) and say where they do not (batch 8 and a larger learning rate instead of
+batch 1; narrower layers; 40 epochs with the rate halved every 10 instead of 60 and 15; 4 mm
+input for the 3-D ResNet and every other slice, at 40 × 40, for the 2-D ResNet + LSTM; an inner
+validation split for early stopping).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from .networks import build_network
+
+DEFAULTS = {
+    "slice-cnn": {"widths": [16, 32, 64, 96, 128], "slab_mm": [12.0, 20.0], "augment": True},
+    "resnet3d": {"widths": [8, 16, 32, 64], "input_mm": 4.0, "augment": False},
+    "resnet2d-lstm": {"widths": [8, 16, 32, 64], "slice_size": 40, "slice_step": 2, "pool": 3,
+                      "hidden": 64, "augment": False},
+    "training": {"epochs": 40, "batch_size": 8, "learning_rate": 1e-3, "halve_every": 10,
+                 "patience": 10, "validation_fraction": 0.15},
+}  # fmt:skip
+
+
+def crop_box(volumes: np.ndarray, multiple: int = 8) -> list[list[int]]:
+    """Bounding box of voxels non-zero in the mean training volume, widened to a multiple."""
+    mean = np.mean(volumes.reshape(-1, *volumes.shape[-3:]), axis=0)
+    inside = np.argwhere(mean > 0.05)
+    box = []
+    for axis, size in enumerate(mean.shape):
+        low, high = int(inside[:, axis].min()), int(inside[:, axis].max()) + 1
+        width = min(size, math.ceil((high - low) / multiple) * multiple)
+        low = max(0, min(low - (width - (high - low)) // 2, size - width))
+        box.append([low, low + width])
+    return box
+
+
+def slab_indices(affine: np.ndarray, slab_mm) -> list[int]:
+    """Axial slice indices of the template grid between two world z coordinates (mm)."""
+    inverse = np.linalg.inv(np.asarray(affine, float))
+    first, last = (int(round((inverse @ [0, 0, z, 1])[2])) for z in slab_mm)
+    return list(range(min(first, last), max(first, last) + 1))
+
+
+def network_input(volumes: np.ndarray, kind: str, params: dict) -> torch.Tensor:
+    """(N, 1, X, Y, Z) template-space volumes → the tensor a network of ``kind`` takes."""
+    (x0, x1), (y0, y1), (z0, z1) = params["crop"]
+    data = torch.as_tensor(np.asarray(volumes, np.float32)).reshape(-1, *volumes.shape[-3:])
+    if kind == "slice-cnn":
+        return data[:, x0:x1, y0:y1, params["slab"]].permute(0, 3, 1, 2).contiguous()
+    cropped = data[:, x0:x1, y0:y1, z0:z1]
+    if kind == "resnet3d":  # 4 mm voxels: a 2 mm ResNet-18 takes hours per epoch on a CPU
+        return F.avg_pool3d(cropped[:, None], params["downsample"]).contiguous()
+    if kind == "resnet2d-lstm":  # axial slices resized to slice_size² (seed 001: 50 × 50)
+        cropped = cropped[..., :: params["slice_step"]]
+        n, sx, sy, sz = cropped.shape
+        slices = cropped.permute(0, 3, 1, 2).reshape(n * sz, 1, sx, sy)
+        size = params["slice_size"]
+        small = F.interpolate(slices, size=(size, size), mode="bilinear", align_corners=False)
+        return small.reshape(n, sz, size, size)
+    raise ValueError(f"{kind!r} is not a network kind")
+
+
+def augment_slices(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Seed 000's augmentation of 2-D slabs: rotation (±10°), zoom (±10 %), Gaussian blur and
+    smooth local intensity changes (±10 %), drawn independently per scan.
+    """
+    n = batch.shape[0]
+    uniform = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+    angle = (uniform(n) - 0.5) * math.radians(20)
+    zoom = 1 + (uniform(n) - 0.5) * 0.2
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = torch.cos(angle) / zoom
+    theta[:, 0, 1] = -torch.sin(angle) / zoom
+    theta[:, 1, 0] = torch.sin(angle) / zoom
+    theta[:, 1, 1] = torch.cos(angle) / zoom
+    grid = F.affine_grid(theta, list(batch.shape), align_corners=False)
+    out = F.grid_sample(batch, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    blur = uniform(n) < 0.3
+    if blur.any():
+        kernel = torch.tensor([0.25, 0.5, 0.25])
+        kernel2d = (kernel[:, None] * kernel[None, :]).expand(out.shape[1], 1, 3, 3)
+        blurred = F.conv2d(out[blur], kernel2d, padding=1, groups=out.shape[1])
+        out = out.clone()
+        out[blur] = blurred
+    field = 1 + 0.2 * (uniform(n, 1, 4, 4) - 0.5)
+    field = F.interpolate(field, size=out.shape[-2:], mode="bilinear", align_corners=False)
+    return out * field
+
+
+class DeepAgeModel:
+    """A CNN age regressor with the estimator interface of ``classical`` (fit/predict/state)."""
+
+    input = "t1w"
+
+    def __init__(self, kind: str, *, affine=None, settings: dict | None = None, threads: int = 2):
+        self.kind = kind
+        self.params = copy.deepcopy(DEFAULTS[kind])
+        self.training = copy.deepcopy(DEFAULTS["training"])
+        self.training.update(settings or {})
+        self.affine = None if affine is None else np.asarray(affine, float)
+        self.threads = threads
+        self.network = None
+        self.history = []
+
+    def _configure(self, volumes):
+        self.params["crop"] = crop_box(volumes)
+        if self.kind == "resnet3d":
+            voxel_mm = float(np.abs(self.affine[0, 0])) if self.affine is not None else 2.0
+            self.params["downsample"] = max(1, round(self.params["input_mm"] / voxel_mm))
+        if self.kind == "slice-cnn":
+            self.params["slab"] = slab_indices(self.affine, self.params["slab_mm"])
+            self.params["n_slices"] = len(self.params["slab"])
+        if self.kind == "resnet2d-lstm":
+            (z0, z1) = self.params["crop"][2]
+            self.params["n_slices"] = len(range(z0, z1, self.params["slice_step"]))
+
+    def fit(self, X, y, *, seed: int = 0):
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        generator = torch.Generator().manual_seed(seed)
+        X, y = np.asarray(X, np.float32), np.asarray(y, np.float32)
+        self._configure(X)
+        order = rng.permutation(len(y))
+        n_val = max(1, int(round(self.training["validation_fraction"] * len(y))))
+        val, train = order[:n_val], order[n_val:]
+        inputs = network_input(X, self.kind, self.params)
+        targets = torch.as_tensor(y)
+        self.network = build_network(self.kind, self.params)
+        self.network.head.age_mean.fill_(float(y[train].mean()))
+        self.network.head.age_sd.fill_(float(y[train].std() or 1.0))
+        optimiser = torch.optim.Adam(self.network.parameters(), lr=self.training["learning_rate"])
+        schedule = torch.optim.lr_scheduler.StepLR(optimiser, self.training["halve_every"], 0.5)
+        best, best_state, waited = math.inf, None, 0
+        self.history = []
+        for epoch in range(self.training["epochs"]):
+            self.network.train()
+            shuffled = train[rng.permutation(len(train))]
+            losses = []
+            for start in range(0, len(shuffled), self.training["batch_size"]):
+                index = torch.as_tensor(shuffled[start : start + self.training["batch_size"]])
+                batch = inputs[index]
+                if self.params.get("augment"):
+                    batch = augment_slices(batch, generator)
+                loss = F.l1_loss(self.network(batch), targets[index])
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                losses.append(loss.item() * len(index))
+            schedule.step()
+            val_mae = float(np.mean(np.abs(self._predict_tensor(inputs[val]) - y[val])))
+            self.history.append({"epoch": epoch + 1, "train_mae": sum(losses) / len(train),
+                                 "validation_mae": val_mae})  # fmt:skip
+            if val_mae < best:
+                best, best_state, waited = val_mae, copy.deepcopy(self.network.state_dict()), 0
+            else:
+                waited += 1
+                if waited >= self.training["patience"]:
+                    break
+        self.network.load_state_dict(best_state)
+        self.validation = {
+            "indices": val.tolist(),
+            "mae": best,
+            "residuals": (self._predict_tensor(inputs[val]) - y[val]).tolist(),
+        }
+        return self
+
+    @torch.no_grad()
+    def _predict_tensor(self, inputs: torch.Tensor, batch_size: int = 8) -> np.ndarray:
+        self.network.eval()
+        out = [self.network(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        return torch.cat(out).numpy().astype(np.float64)
+
+    def predict(self, X):
+        torch.set_num_threads(self.threads)
+        return self._predict_tensor(network_input(np.asarray(X, np.float32), self.kind,
+                                                  self.params))  # fmt:skip
+
+    def state(self):
+        tensors = {k: v.detach().clone().contiguous() for k, v in
+                   self.network.state_dict().items()}  # fmt:skip
+        params = {"network": self.params, "training": self.training,
+                  "epochs_run": len(self.history)}  # fmt:skip
+        return tensors, params
+
+    @classmethod
+    def from_state(cls, kind, tensors, params, threads: int = 1):
+        model = cls(kind, settings=params["training"], threads=threads)
+        model.params = params["network"]
+        model.network = build_network(kind, model.params)
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model

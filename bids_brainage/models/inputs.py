@@ -1,0 +1,107 @@
+"""What a model reads: the participant-level features of one scan, and the input contract.
+
+A bundle's contract names the template, grid, normalisation and inputs it was trained on; a scan
+whose features do not match is refused rather than silently mispredicted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ..utils.derivatives import derivative_path
+
+INPUT_KINDS = ("histogram", "tissue", "t1w")
+TISSUE_INPUTS = ("GM", "WM")
+NORMALISATION = "v2"  # GM peak at 0.5, WM peak at 0.8 (seed 000)
+HISTOGRAM_BINS = 200
+
+
+class ContractError(ValueError):
+    """A bundle and a scan's features do not fit together."""
+
+
+@dataclass
+class ScanFeatures:
+    """Paths of one scan's model inputs (template-space maps and the histogram table)."""
+
+    histogram: Path
+    tissue: dict[str, Path] = field(default_factory=dict)  # GM/WM modulated probseg
+    t1w: Path | None = None  # v2-normalised brain on the template grid
+
+    @classmethod
+    def from_derivatives(cls, output_dir: Path, entities: dict, template: str, resolution):
+        """The paths the participant level writes for a scan with these entities."""
+        ents = {k: v for k, v in entities.items() if v is not None}
+        root = Path(output_dir)
+        in_tpl = {**ents, "space": template, "resolution": str(resolution)}
+        return cls(
+            histogram=root / derivative_path(
+                {**ents, "desc": "histogram", "suffix": "features", "extension": ".tsv"}),
+            tissue={t: root / derivative_path(
+                {**in_tpl, "label": t, "desc": "modulated", "suffix": "probseg",
+                 "extension": ".nii.gz"}) for t in TISSUE_INPUTS},
+            t1w=root / derivative_path(
+                {**in_tpl, "desc": "normv2", "suffix": "T1w", "extension": ".nii.gz"}),
+        )  # fmt:skip
+
+    def missing(self, kind: str) -> list[Path]:
+        paths = {"histogram": [self.histogram], "tissue": list(self.tissue.values()),
+                 "t1w": [self.t1w]}[kind]  # fmt:skip
+        return [p for p in paths if p is None or not Path(p).exists()]
+
+
+def grid_signature(image: nib.Nifti1Image) -> dict:
+    """Shape and affine of a template grid, with a short checksum of the affine."""
+    affine = np.round(np.asarray(image.affine, float), 4)
+    return {
+        "shape": [int(s) for s in image.shape[:3]],
+        "affine_sha1": hashlib.sha1(affine.tobytes()).hexdigest()[:12],
+    }
+
+
+def read_histogram(path: Path) -> np.ndarray:
+    table = pd.read_csv(path, sep="\t")
+    if "fraction" not in table or len(table) != HISTOGRAM_BINS:
+        raise ContractError(f"{path}: not a {HISTOGRAM_BINS}-bin histogram features table")
+    return table.sort_values("bin")["fraction"].to_numpy(np.float64)
+
+
+def read_map(path: Path, grid: dict | None = None) -> np.ndarray:
+    """A template-space map as float32, checked against the contract's grid when given."""
+    image = nib.load(str(path))
+    if grid is not None and grid_signature(image) != grid:
+        raise ContractError(
+            f"{path}: its grid {grid_signature(image)} is not the bundle's template grid {grid}"
+        )
+    return np.asarray(image.dataobj, dtype=np.float32)
+
+
+def load_inputs(features: ScanFeatures, kind: str, grid: dict | None = None) -> np.ndarray:
+    """One scan's model input: the histogram vector, the (GM, WM) stack, or the T1w volume."""
+    missing = features.missing(kind)
+    if missing:
+        raise ContractError(f"{missing[0]}: model input missing")
+    if kind == "histogram":
+        return read_histogram(features.histogram)
+    if kind == "tissue":
+        return np.stack([read_map(features.tissue[t], grid) for t in TISSUE_INPUTS])
+    if kind == "t1w":
+        return read_map(features.t1w, grid)[None]
+    raise ValueError(f"unknown input kind {kind!r}; known: {', '.join(INPUT_KINDS)}")
+
+
+def check_contract(contract: dict, template: dict, *, bundle: str) -> None:
+    """Refuse a bundle made for another template, resolution or normalisation."""
+    wanted = {"template": template["name"], "resolution": int(template["resolution"]),
+              "normalisation": NORMALISATION}  # fmt:skip
+    for key, value in wanted.items():
+        if contract.get(key) != value:
+            raise ContractError(
+                f"{bundle}: made for {key} {contract.get(key)!r}, but this run uses {value!r}"
+            )

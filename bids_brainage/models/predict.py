@@ -1,0 +1,49 @@
+"""Participant-level prediction: every selected bundle on one scan's features, as a table."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .bundle import Bundle
+from .inputs import ScanFeatures
+
+BRAINAGE_COLUMNS = {
+    "model": {"Description": "Name of the model bundle"},
+    "model_kind": {"Description": "Kind of model (hist-linear, tissue-linear, ensemble, ...)"},
+    "model_version": {"Description": "bids_brainage version that trained the bundle"},
+    "predicted_age": {"Description": "Predicted (brain) age", "Units": "year"},
+    "interval_lower": {"Description": "Lower end of the prediction interval", "Units": "year"},
+    "interval_upper": {"Description": "Upper end of the prediction interval", "Units": "year"},
+    "interval_coverage": {
+        "Description": "Nominal coverage of the split-conformal interval, from the bundle's "
+        "out-of-fold errors in cross-validation"
+    },
+    "chronological_age": {"Description": "Age from participants.tsv (n/a if unknown)",
+                          "Units": "year"},
+    "brain_pad": {"Description": "Brain predicted age difference, predicted_age - "
+                  "chronological_age, without bias correction (see the group level)",
+                  "Units": "year"},
+}  # fmt:skip
+
+
+def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None):
+    """One row per bundle: prediction, conformal interval, chronological age and brain-PAD."""
+    rows = []
+    for bundle in bundles:
+        predicted = bundle.predict_scan(features)
+        halfwidth = bundle.halfwidth
+        known = age is not None and not (isinstance(age, float) and math.isnan(age))
+        rows.append({
+            "model": bundle.name,
+            "model_kind": bundle.kind,
+            "model_version": bundle.card.get("version"),
+            "predicted_age": round(predicted, 3),
+            "interval_lower": round(predicted - halfwidth, 3),
+            "interval_upper": round(predicted + halfwidth, 3),
+            "interval_coverage": bundle.card["interval"]["coverage"],
+            "chronological_age": age if known else None,
+            "brain_pad": round(predicted - age, 3) if known else None,
+        })  # fmt:skip
+    return pd.DataFrame(rows, columns=list(BRAINAGE_COLUMNS))

@@ -1,0 +1,150 @@
+"""Figures and the Markdown model card of a trained bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata={"Software": None})
+    plt.close(fig)
+    return path
+
+
+def model_figures(oof: pd.DataFrame, card: dict, folder: Path) -> dict[str, str]:
+    """Predicted vs chronological age and the CS curve per split; the learning curve."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    splits = list(dict.fromkeys(oof["split"]))
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.5 * len(splits), 4.2), squeeze=False)
+    for ax, split in zip(axes[0], splits, strict=True):
+        part = oof[oof["split"] == split]
+        ax.scatter(part["age"], part["predicted_age"], s=12, alpha=0.7)
+        low, high = (
+            part[["age", "predicted_age"]].min().min(),
+            part[["age", "predicted_age"]].max().max(),
+        )
+        ax.plot([low, high], [low, high], "k--", lw=1)
+        mae = np.mean(np.abs(part["predicted_age"] - part["age"]))
+        ax.set(title=f"{split} split, out-of-fold (MAE {mae:.2f} y)",
+               xlabel="chronological age (y)",
+               ylabel="predicted age (y)")  # fmt:skip
+    out["scatter"] = _save(fig, folder / "predicted_vs_age.png").name
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for split in splits:
+        part = oof[oof["split"] == split]
+        ax.plot(CS_LEVELS, [cumulative_score(part["age"], part["predicted_age"], a)
+                            for a in CS_LEVELS], marker="o", label=split)  # fmt:skip
+    ax.set(xlabel="error level α (years)", ylabel="CS(α)", ylim=(0, 1), title="Cumulative score")
+    ax.legend()
+    out["cumulative_score"] = _save(fig, folder / "cumulative_score.png").name
+    curve = card["cross_validation"]["random"].get("learning_curve", {})
+    if curve:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        points = sorted(curve.values(), key=lambda p: p["training_size"])
+        ax.errorbar([p["training_size"] for p in points], [p["mae"] for p in points],
+                    yerr=[p["mae_sd"] for p in points], marker="o", capsize=3)  # fmt:skip
+        ax.axhline(card["cross_validation"]["random"]["metrics"]["baseline_mae"]["mean"],
+                   color="grey", ls="--", label="median-age baseline")  # fmt:skip
+        ax.set(
+            xlabel="training scans", ylabel="MAE (years)", title="Learning curve (random split)"
+        )
+        ax.legend()
+        out["learning_curve"] = _save(fig, folder / "learning_curve.png").name
+    factors = card.get("selection_curve")
+    if factors:
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.plot([int(k) for k in factors], list(factors.values()), marker="o")
+        ax.set(xlabel="downsampling factor (of the 2 mm grid)", ylabel="inner-CV MAE (years)",
+               title="Over- and under-fitting (seed 000)")  # fmt:skip
+        out["downsampling_curve"] = _save(fig, folder / "downsampling_curve.png").name
+    return out
+
+
+def _fmt(stat: dict, digits: int = 2) -> str:
+    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
+
+
+def model_card_markdown(card: dict) -> str:
+    """The human-readable model card; every figure comes from ``card`` (``model.json``)."""
+    data = card["training_data"]
+    lines = [
+        f"# Model card: {card['name']} ({card['kind']})",
+        "",
+        f"bids_brainage {card['version']}. Input: {card['contract']['input']} features, "
+        f"template {card['contract']['template']} at {card['contract']['resolution']} mm, "
+        f"{card['contract']['normalisation']} intensity normalisation.",
+        "",
+        "## Training data",
+        f"- Dataset: {data['dataset']['Name']} (licence: {data['dataset'].get('License', 'n/a')})",
+        f"- {data['n_scans']} scans of {data['n_participants']} participants; age "
+        f"{data['age']['min']:.1f}–{data['age']['max']:.1f} years "
+        f"(mean {data['age']['mean']:.1f}, "
+        f"median {data['age']['median']:.1f}); sex {data['sex']}; sites {data['sites']}.",
+        f"- Selection: {data['selection']}",
+        f"- Excluded: {data['excluded'] or 'none'}",
+    ]
+    if data["dataset"].get("Acknowledgements"):
+        lines += [f"- Acknowledgement: {data['dataset']['Acknowledgements']}"]
+    lines += ["", "## Cross-validated accuracy (mean ± SD over folds)", "",
+              "| split | folds | MAE (y) | r | R² | CS(5) | CS(10) | >50 y accuracy | "
+              "median-age baseline MAE | 90 % interval coverage |",
+              "|---|---|---|---|---|---|---|---|---|---|"]  # fmt:skip
+    for split, result in card["cross_validation"].items():
+        m = result["metrics"]
+        lines.append(
+            f"| {split} | {result['folds']} | {_fmt(m['mae'])} | {_fmt(m['r'])} | {_fmt(m['r2'])} "
+            f"| {_fmt(m['cs']['5'])} | {_fmt(m['cs']['10'])} | "
+            f"{_fmt(m['older_than_50_accuracy'])} | {_fmt(m['baseline_mae'])} | "
+            f"{result['coverage']['empirical']:.2f} |"
+        )
+    if card.get("site_split_note"):
+        lines += ["", card["site_split_note"]]
+    random = card["cross_validation"]["random"]
+    lines += ["", "MAE per decade (random split, pooled out-of-fold): " + ", ".join(
+        f"{k}: {v:.1f}" for k, v in random["pooled"]["mae_by_decade"].items())]  # fmt:skip
+    if random.get("learning_curve"):
+        lines += [
+            "",
+            "Learning curve (random split): "
+            + ", ".join(
+                f"{p['training_size']} scans → {p['mae']:.2f} y"
+                for p in sorted(
+                    random["learning_curve"].values(), key=lambda p: p["training_size"]
+                )
+            ),
+        ]
+    lines += [
+        "",
+        "## Prediction interval",
+        f"Each prediction carries a split-conformal {card['interval']['coverage']:.0%} interval, "
+        f"predicted age ± {card['interval']['halfwidth']:.2f} years: the "
+        f"{card['interval']['coverage']:.0%} quantile (finite-sample corrected) of the "
+        f"absolute out-of-fold errors of the {card['interval']['calibration']} split. In "
+        "cross-validation, calibrating each fold on the other folds gave the coverage in the "
+        "table above.",
+        "",
+        "## Intended use and limits",
+        "Brain age of adults scanned like the training data. Accuracy on other scanners, "
+        "field strengths or age ranges is unknown until checked: train and validate your own "
+        "bundle on your controls (`group --train-model`). Predictions regress towards the "
+        "training mean (regression dilution); correct for it at the group level.",
+    ]
+    if card.get("notes"):
+        lines += ["", "## Notes", *[f"- {n}" for n in card["notes"]]]
+    if card.get("figures"):
+        lines += ["", "## Figures", *[f"![{k}](figures/{v})" for k, v in card["figures"].items()]]
+    lines += ["", "## Licence",
+              card.get("licence", "Weights derived from the training data above: share them "
+                                  "under the data's licence terms.")]  # fmt:skip
+    return "\n".join(lines) + "\n"
