@@ -218,3 +218,16 @@ def test_training_refuses_too_few_scans_and_bad_requests(feature_dataset, tmp_pa
 def test_model_option_names_a_packaged_bundle_or_fails_clearly(tmp_path):
     with pytest.raises(BundleError, match="no such bundle directory"):
         resolve_bundle(str(tmp_path / "nothing-here"))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("kind", ["slice-cnn", "resnet3d", "resnet2d-lstm"])
+def test_network_kinds_learn_age_better_than_the_median(feature_dataset, kind):
+    """With the kind's own settings (augmentation included), 30 training brains, 10 held out."""
+    X, truth = _design(feature_dataset, "t1w")
+    y = truth["age"].to_numpy()
+    model = make_estimator(kind, affine=feature_dataset["affine"], threads=2)
+    model.fit(X[:30], y[:30], seed=0)
+    mae = np.mean(np.abs(model.predict(X[30:]) - y[30:]))
+    baseline = np.mean(np.abs(np.median(y[:30]) - y[30:]))
+    assert mae < baseline, (mae, baseline)

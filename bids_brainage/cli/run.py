@@ -26,7 +26,7 @@ from ..utils.bids import (
 )
 from ..utils.derivatives import write_derivatives_root
 from ..utils.io import write_text_atomic
-from ..utils.templates import resolve_template
+from ..utils.templates import DEFAULT_TEMPLATE, resolve_template
 from .parser import (
     EXIT_FAILED,
     EXIT_INVALID_BIDS,
@@ -192,6 +192,19 @@ def run_participant(config: Config) -> int:
     return report(failures, len(scans), started)
 
 
+def bundle_template(specs: list[str]) -> str | None:
+    """The template the ``--model`` bundles were trained on: preprocessing must use it."""
+    if [s.lower() for s in specs] == ["none"]:
+        return None
+    names = set()
+    for spec in specs:
+        card = load_bundle(resolve_bundle(spec)).card
+        names.add(card["contract"]["template"])
+    if len(names) > 1:
+        raise BundleError(f"the --model bundles were trained on different templates: {names}")
+    return names.pop()
+
+
 def select_bundles(specs: list[str], template: dict) -> list[dict]:
     """Resolve and check the ``--model`` bundles before any scan is processed; ``none`` means
     preprocessing only.
@@ -229,6 +242,7 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     template = resolve_template(
         execution.work_dir / "templates",
         resolution=2,
+        name=bundle_template(config.models.models) or DEFAULT_TEMPLATE,
         allow_download=config.workflow.allow_template_download,
     )
     config.workflow.template = template.to_dict()

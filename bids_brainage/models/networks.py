@@ -1,7 +1,14 @@
-"""The seeds' convolutional regressors, in torch, with instance normalisation (seed 001).
+"""The seeds' convolutional regressors, in torch.
 
 Widths are scaled down from the papers (which trained on GPUs with thousands of scans) so that
 a model trains on two CPU cores within the hour; the layouts are the papers'.
+
+Normalisation: seed 001 uses instance normalisation because it trains with batches of one. It
+removes each scan's own feature scale at every layer, and with it the global amount of tissue
+that tells age: on 8 synthetic scans an instance-normalised slice CNN could not even fit its
+training set (MAE stuck at 11.3 years after 120 steps) where batch normalisation reached 1.5.
+We train with batches of 8, so batch normalisation is the default (``norm="batch"``);
+``norm="instance"`` keeps the seed's choice.
 """
 
 from __future__ import annotations
@@ -18,21 +25,23 @@ def _conv(dim, cin, cout, kernel=3, stride=1):
     return cls(cin, cout, kernel, stride=stride, padding=kernel // 2, bias=False)
 
 
-def _norm(dim, channels):
-    cls = nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d
-    return cls(channels, affine=True)
+def _norm(dim, channels, norm="batch"):
+    if norm == "instance":
+        cls = nn.InstanceNorm3d if dim == 3 else nn.InstanceNorm2d
+        return cls(channels, affine=True)
+    return (nn.BatchNorm3d if dim == 3 else nn.BatchNorm2d)(channels)
 
 
 class BasicBlock(nn.Module):
-    """ResNet basic block: two 3×3 convolutions, each followed by instance norm."""
+    """ResNet basic block: two 3×3 convolutions, each followed by normalisation."""
 
-    def __init__(self, dim, cin, cout, stride):
+    def __init__(self, dim, cin, cout, stride, norm="batch"):
         super().__init__()
-        self.conv1, self.norm1 = _conv(dim, cin, cout, stride=stride), _norm(dim, cout)
-        self.conv2, self.norm2 = _conv(dim, cout, cout), _norm(dim, cout)
+        self.conv1, self.norm1 = _conv(dim, cin, cout, stride=stride), _norm(dim, cout, norm)
+        self.conv2, self.norm2 = _conv(dim, cout, cout), _norm(dim, cout, norm)
         self.shortcut = None
         if stride != 1 or cin != cout:
-            self.shortcut = nn.Sequential(_conv(dim, cin, cout, 1, stride), _norm(dim, cout))
+            self.shortcut = nn.Sequential(_conv(dim, cin, cout, 1, stride), _norm(dim, cout, norm))
 
     def forward(self, x):
         out = F.relu(self.norm1(self.conv1(x)))
@@ -59,16 +68,17 @@ class ResNet18(nn.Module):
     grid (see ``pool_to_grid``).
     """
 
-    def __init__(self, dim: int, in_channels: int = 1, widths=(16, 32, 64, 128), cells: int = 2):
+    def __init__(self, dim: int, in_channels: int = 1, widths=(16, 32, 64, 128), cells: int = 2,
+                 norm: str = "batch"):  # fmt:skip
         super().__init__()
         self.stem = nn.Sequential(
-            _conv(dim, in_channels, widths[0], 3, 2), _norm(dim, widths[0]), nn.ReLU()
+            _conv(dim, in_channels, widths[0], 3, 2), _norm(dim, widths[0], norm), nn.ReLU()
         )
         layers, cin = [], widths[0]
         for index, (width, blocks) in enumerate(zip(widths, RESNET18_BLOCKS, strict=True)):
             for block in range(blocks):
                 stride = 2 if index > 0 and block == 0 else 1
-                layers.append(BasicBlock(dim, cin, width, stride))
+                layers.append(BasicBlock(dim, cin, width, stride, norm))
                 cin = width
         self.layers = nn.Sequential(*layers)
         self.cells = cells
@@ -94,9 +104,9 @@ class AgeHead(nn.Module):
 class ResNet3dRegressor(nn.Module):
     """3-D ResNet-18 → average pooling (to a 2×2×2 grid) → linear (seeds 001, 003)."""
 
-    def __init__(self, widths=(16, 32, 64, 128)):
+    def __init__(self, widths=(16, 32, 64, 128), norm="batch"):
         super().__init__()
-        self.backbone = ResNet18(3, 1, widths)
+        self.backbone = ResNet18(3, 1, widths, norm=norm)
         self.head = AgeHead(self.backbone.out_features)
 
     def forward(self, x):  # (batch, 1, X, Y, Z)
@@ -108,9 +118,10 @@ class ResNet2dLSTM(nn.Module):
     bidirectional LSTM (hidden 64) → all outputs concatenated → linear.
     """
 
-    def __init__(self, n_slices: int, widths=(16, 32, 64, 128), pool: int = 3, hidden: int = 64):
+    def __init__(self, n_slices: int, widths=(16, 32, 64, 128), pool: int = 3, hidden: int = 64,
+                 norm: str = "batch"):  # fmt:skip
         super().__init__()
-        self.backbone = ResNet18(2, 1, widths)
+        self.backbone = ResNet18(2, 1, widths, norm=norm)
         self.pool = pool
         self.lstm = nn.LSTM(self.backbone.out_features, hidden, batch_first=True,
                             bidirectional=True)  # fmt:skip
@@ -131,14 +142,14 @@ class SliceCNN(nn.Module):
     (the slices are the input channels), average pooling to a 2×2 grid, dropout, linear.
     """
 
-    def __init__(self, n_slices: int, widths=(16, 32, 64, 96, 128)):
+    def __init__(self, n_slices: int, widths=(16, 32, 64, 96, 128), norm: str = "batch"):
         super().__init__()
         layers, cin = [], n_slices
         for index, width in enumerate(widths):
             if index:
                 layers.append(nn.MaxPool2d(2))
             for _ in range(2):
-                layers += [_conv(2, cin, width), _norm(2, width), nn.ReLU()]
+                layers += [_conv(2, cin, width), _norm(2, width, norm), nn.ReLU()]
                 cin = width
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(0.2)
@@ -150,11 +161,11 @@ class SliceCNN(nn.Module):
 
 def build_network(kind: str, params: dict) -> nn.Module:
     """The network of a bundle kind from its JSON parameters."""
-    widths = tuple(params["widths"])
+    widths, norm = tuple(params["widths"]), params.get("norm", "batch")
     if kind == "resnet3d":
-        return ResNet3dRegressor(widths)
+        return ResNet3dRegressor(widths, norm)
     if kind == "resnet2d-lstm":
-        return ResNet2dLSTM(params["n_slices"], widths, params["pool"], params["hidden"])
+        return ResNet2dLSTM(params["n_slices"], widths, params["pool"], params["hidden"], norm)
     if kind == "slice-cnn":
-        return SliceCNN(params["n_slices"], widths)
+        return SliceCNN(params["n_slices"], widths, norm)
     raise ValueError(f"{kind!r} is not a network kind")

@@ -1,0 +1,76 @@
+"""Train the packaged default bundle on the real IXI scans in ../shared/data/ixi-hh-2mm.
+
+    .venv/bin/python scripts/train_default_bundle.py [--derivatives DIR] [--work DIR]
+
+1. participant level (preprocessing only, ``--model none``) on every scan;
+2. group level: every classical kind, then the CNN kinds named with ``--cnn`` (slow on a CPU);
+3. an ensemble of the two best bundles (seed 000 averaged its two best models);
+4. the bundle with the lowest random-split CV MAE is copied to
+   ``bids_brainage/data/models/default`` and a CV table of all of them is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from bids_brainage.cli.run import main
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
+CLASSICAL = ("hist-linear", "hist-gbm", "tissue-linear")
+
+
+def cv_mae(bundle: Path) -> float:
+    card = json.loads((bundle / "model.json").read_text())
+    return card["cross_validation"]["random"]["metrics"]["mae"]["mean"]
+
+
+def run(*args: str) -> None:
+    code = main([str(a) for a in args])
+    if code != 0:
+        sys.exit(f"bids_brainage {' '.join(map(str, args))} failed with exit code {code}")
+
+
+def parse():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--derivatives", type=Path, default=Path("/tmp/ixi-derivatives"))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/ixi-work"))
+    parser.add_argument("--cnn", nargs="*", default=[], help="CNN kinds to train as well")
+    parser.add_argument("--nprocs", default="2")
+    parser.add_argument("--skip-participant", action="store_true")
+    parser.add_argument("--install", action="store_true",
+                        help="copy the best bundle into the package as 'default'")  # fmt:skip
+    return parser.parse_args()
+
+
+def train():
+    opts = parse()
+    out, work = opts.derivatives, opts.work
+    common = ["-w", work, "--nprocs", opts.nprocs]
+    if not opts.skip_participant:
+        run(DATA, out, "participant", "--model", "none", *common)
+    bundles = {}
+    for kind in (*CLASSICAL, *opts.cnn):
+        name = f"ixi-{kind}"
+        run(DATA, out, "group", "--train-model", name, "--model-kind", kind, *common)
+        bundles[name] = out / "models" / name
+    best_two = sorted(bundles, key=lambda n: cv_mae(bundles[n]))[:2]
+    run(DATA, out, "group", "--train-model", "ixi-ensemble", "--model-kind", "ensemble",
+        "--ensemble-members", *[bundles[n] for n in best_two], *common)  # fmt:skip
+    bundles["ixi-ensemble"] = out / "models" / "ixi-ensemble"
+    for name, path in sorted(bundles.items(), key=lambda item: cv_mae(item[1])):
+        print(f"{name:24s} random-split CV MAE {cv_mae(path):.2f}")
+    best = min(bundles, key=lambda n: cv_mae(bundles[n]))
+    if opts.install:
+        target = ROOT / "bids_brainage" / "data" / "models" / "default"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(bundles[best], target)
+        print(f"installed {best} as {target}")
+
+
+if __name__ == "__main__":
+    train()
