@@ -148,24 +148,26 @@ class TissueLinear(LinearAgeModel):
         small = block_average(X, self.factor).reshape(len(X), -1)
         return small[:, self.voxels].astype(np.float64)
 
-    def _fit_factor(self, X, y, factor):
+    def _fit_small(self, small, y, factor):
+        """Fit on block-averaged maps (n, voxels); keep the voxels inside the brains."""
         self.factor = factor
-        small = block_average(np.asarray(X, np.float32), factor).reshape(len(X), -1)
         self.voxels = np.flatnonzero(small.mean(axis=0) > 0.01)
         return LinearAgeModel.fit(self, small[:, self.voxels], y)
 
     def fit(self, X, y, *, seed: int = 0):
         X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
         inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
-        self.curve = {}
+        self.curve, designs = {}, {}
         for factor in self.factors:
+            # block averages are per scan: computed once, then sliced for each inner fold
+            small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
             errors = []
-            for train, test in inner.split(X):
-                model = TissueLinear((factor,))._fit_factor(X[train], y[train], factor)
-                errors.append(np.abs(model.predict(X[test]) - y[test]))
+            for train, test in inner.split(small):
+                model = TissueLinear((factor,))._fit_small(small[train], y[train], factor)
+                errors.append(np.abs(model.predict(small[test][:, model.voxels]) - y[test]))
             self.curve[factor] = float(np.mean(np.concatenate(errors)))
         best = min(self.curve, key=self.curve.get)
-        return self._fit_factor(X, y, best)
+        return self._fit_small(designs[best], y, best)
 
     def state(self):
         arrays, params = super().state()

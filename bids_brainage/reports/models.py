@@ -144,7 +144,11 @@ def model_card_markdown(card: dict) -> str:
         lines += ["", "## Notes", *[f"- {n}" for n in card["notes"]]]
     if card.get("figures"):
         lines += ["", "## Figures", *[f"![{k}](figures/{v})" for k, v in card["figures"].items()]]
-    lines += ["", "## Licence",
-              card.get("licence", "Weights derived from the training data above: share them "
-                                  "under the data's licence terms.")]  # fmt:skip
+    dataset = data["dataset"]
+    licence = (
+        f"The weights are derived from data licensed {dataset['License']} and are shared under "
+        "the same terms (share alike). " if dataset.get("License") else
+        "The weights are derived from the training data above: share them on its terms. "
+    ) + dataset.get("HowToAcknowledge", "")  # fmt:skip
+    lines += ["", "## Licence", licence.strip()]
     return "\n".join(lines) + "\n"
