@@ -31,7 +31,7 @@ from ..models.bundle import (
     save_bundle,
 )
 from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
-from ..models.metrics import accuracy_metrics, conformal_halfwidth
+from ..models.metrics import accuracy_metrics, conformal_halfwidth, summarise_folds
 from ..models.training import (
     COVERAGE,
     LEARNING_FRACTIONS,
@@ -214,8 +214,6 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
             )
             for k in np.unique(fold)
         ]
-        from ..models.metrics import summarise_folds
-
         results[split] = {"split": split, "folds": int(len(np.unique(fold))),
                           "metrics": summarise_folds(per_fold),
                           "pooled": accuracy_metrics(y, predicted),
