@@ -61,7 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         f"  ground truth:     {root / 'data' / 'ground_truth.tsv'}\n"
         f"  derivatives:      {output_dir}\n"
         f"  group table:      {output_dir / 'group' / 'group_scans.tsv'}\n"
-        f"  logs and methods: {output_dir / 'logs'}"
+        f"  logs and methods: {output_dir / 'logs'}\n"
+        "Brain ages are in each scan's *_brainage.tsv. The default model was trained on real\n"
+        "IXI scans; these synthetic brains are not real anatomy, so its predictions here are far\n"
+        "off (about 14-20 years for every age): the demo shows the pipeline, not the accuracy."
     )
     return 0
 
