@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config
-from ..models.bundle import BundleError, load_bundle, resolve_bundle
+from ..models.bundle import Bundle, BundleError, load_bundle, resolve_bundle
 from ..utils.bids import (
     InputError,
     T1wScan,
@@ -192,37 +192,27 @@ def run_participant(config: Config) -> int:
     return report(failures, len(scans), started)
 
 
-def bundle_template(specs: list[str]) -> str | None:
-    """The template the ``--model`` bundles were trained on: preprocessing must use it."""
-    if [s.lower() for s in specs] == ["none"]:
-        return None
-    names = set()
-    for spec in specs:
-        card = load_bundle(resolve_bundle(spec)).card
-        names.add(card["contract"]["template"])
-    if len(names) > 1:
-        raise BundleError(f"the --model bundles were trained on different templates: {names}")
-    return names.pop()
-
-
-def select_bundles(specs: list[str], template: dict) -> list[dict]:
-    """Resolve and check the ``--model`` bundles before any scan is processed; ``none`` means
-    preprocessing only.
-    """
+def load_selected_bundles(specs: list[str]) -> list[Bundle]:
+    """The ``--model`` bundles, loaded and checksummed once; ``none`` means preprocessing only."""
     if [s.lower() for s in specs] == ["none"]:
         return []
-    selected = []
-    for spec in specs:
-        bundle = load_bundle(resolve_bundle(spec), template=template)
-        random = bundle.card["cross_validation"]["random"]["metrics"]["mae"]["mean"]
-        data = bundle.card["training_data"]
-        selected.append({"path": str(bundle.path), "name": bundle.name, "kind": bundle.kind,
-                         "mae": random, "data": f"{data['n_scans']} scans of "
-                         f"{data['dataset'].get('Name', 'unnamed data')}"})  # fmt:skip
-    names = [b["name"] for b in selected]
+    bundles = [load_bundle(resolve_bundle(spec)) for spec in specs]
+    names = [b.name for b in bundles]
     if len(set(names)) != len(names):
         raise BundleError(f"two --model bundles share a name: {names}")
-    return selected
+    templates = {b.card["contract"]["template"] for b in bundles}
+    if len(templates) > 1:
+        raise BundleError(f"the --model bundles were trained on different templates: {templates}")
+    return bundles
+
+
+def describe_bundle(bundle: Bundle) -> dict:
+    """What the prediction workflow needs to know of a bundle (it travels as a plain dict)."""
+    data = bundle.card["training_data"]
+    dataset = data["dataset"].get("Name", "unnamed data")
+    return {"path": str(bundle.path), "name": bundle.name, "kind": bundle.kind,
+            "mae": bundle.card["cross_validation"]["random"]["metrics"]["mae"]["mean"],
+            "data": f"{data['n_scans']} scans of {dataset}"}  # fmt:skip
 
 
 def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
@@ -239,15 +229,19 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     log_dir.mkdir(parents=True, exist_ok=True)
     execution.work_dir.mkdir(parents=True, exist_ok=True)
     config.nipype.limit_threads()
+    bundles = load_selected_bundles(config.models.models)
     template = resolve_template(
         execution.work_dir / "templates",
         resolution=2,
-        name=bundle_template(config.models.models) or DEFAULT_TEMPLATE,
+        # preprocessing follows the bundles' template
+        name=bundles[0].card["contract"]["template"] if bundles else DEFAULT_TEMPLATE,
         allow_download=config.workflow.allow_template_download,
     )
     config.workflow.template = template.to_dict()
     LOGGER.info("template %s (%s)", template.name, template.source)
-    config.models.bundles = select_bundles(config.models.models, config.workflow.template)
+    for bundle in bundles:
+        bundle.check_contract(config.workflow.template)
+    config.models.bundles = [describe_bundle(b) for b in bundles]
     workflow = init_brainage_wf(config, scans)
     execution_settings = {
         "crashdump_dir": str(log_dir),

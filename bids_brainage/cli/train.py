@@ -31,14 +31,14 @@ from ..models.bundle import (
     save_bundle,
 )
 from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
-from ..models.metrics import accuracy_metrics, conformal_halfwidth, summarise_folds
+from ..models.metrics import conformal_halfwidth
 from ..models.training import (
     COVERAGE,
     LEARNING_FRACTIONS,
     NETWORK_LEARNING_FRACTIONS,
-    conformal_coverage,
     cross_validate,
     oof_table,
+    summarise_split,
 )
 from ..reports.models import model_card_markdown, model_figures
 
@@ -88,12 +88,12 @@ def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selecti
     }  # fmt:skip
 
 
-def load_design(scans: pd.DataFrame, output_dir: Path, kind: str) -> tuple[np.ndarray, dict]:
+def load_design(scans: pd.DataFrame, output_dir: Path, kind: str):
     """Stack the model inputs of every scan; the grid of template-space inputs is checked to be
-    the same for all.
+    the same for all. Returns the inputs, the grid signature and affine (None for histograms).
     """
     input_kind = INPUT_OF_KIND[kind]
-    arrays, grid = [], None
+    arrays, grid, affine = [], None, None
     for row in scans.itertuples():
         features = ScanFeatures.from_derivatives(output_dir, row.entities, row.template,
                                                  row.resolution)  # fmt:skip
@@ -102,9 +102,10 @@ def load_design(scans: pd.DataFrame, output_dir: Path, kind: str) -> tuple[np.nd
 
             path = features.t1w if input_kind == "t1w" else features.tissue["GM"]
             if path.exists():
-                grid = grid_signature(nib.load(str(path)))
+                image = nib.load(str(path))
+                grid, affine = grid_signature(image), image.affine
         arrays.append(load_inputs(features, input_kind, grid))
-    return np.stack(arrays), grid
+    return np.stack(arrays), grid, affine
 
 
 def template_of(scans: pd.DataFrame) -> dict:
@@ -141,8 +142,7 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
     if kind == "ensemble":
         return _train_ensemble(config, scans, card, splits, template)
 
-    X, grid = load_design(scans, config.execution.output_dir, kind)
-    affine = _template_affine(config, scans) if kind in NETWORK_KINDS else None
+    X, grid, affine = load_design(scans, config.execution.output_dir, kind)
     overrides = {"epochs": settings.max_epochs} if settings.max_epochs else {}
     threads = max(1, config.nipype.nprocs * config.nipype.omp_nthreads)
 
@@ -166,15 +166,6 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
         card["final_fit"] = {"epochs_run": len(estimator.history),
                              "validation_mae": estimator.validation["mae"]}  # fmt:skip
     return _write(config, scans, card, results, estimator=estimator)
-
-
-def _template_affine(config: Config, scans: pd.DataFrame) -> np.ndarray:
-    import nibabel as nib
-
-    row = scans.iloc[0]
-    features = ScanFeatures.from_derivatives(config.execution.output_dir, row.entities,
-                                             row.template, row.resolution)  # fmt:skip
-    return nib.load(str(features.t1w)).affine
 
 
 def _train_ensemble(config, scans, card, splits, template) -> Path:
@@ -203,22 +194,9 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
     for split in dict.fromkeys(tables[0]["split"]):
         rows = (tables[0]["split"] == split).to_numpy()
         part = tables[0][rows]
-        y, predicted, fold = (
-            part["age"].to_numpy(float),
-            mean_prediction[rows],
-            part["fold"].to_numpy(),
-        )
-        per_fold = [
-            accuracy_metrics(
-                y[fold == k], predicted[fold == k], baseline_age=np.median(y[fold != k])
-            )
-            for k in np.unique(fold)
-        ]
-        results[split] = {"split": split, "folds": int(len(np.unique(fold))),
-                          "metrics": summarise_folds(per_fold),
-                          "pooled": accuracy_metrics(y, predicted),
-                          "coverage": conformal_coverage(y, predicted, fold),
-                          "learning_curve": {}, "predicted": predicted, "fold": fold}  # fmt:skip
+        results[split] = {**summarise_split(part["age"].to_numpy(float), mean_prediction[rows],
+                                            part["fold"].to_numpy(), split),
+                          "learning_curve": {}}  # fmt:skip
     scans_oof = tables[0][tables[0]["split"] == "random"]
     if len(scans_oof) != len(scans) or set(scans_oof["participant_id"]) != set(
         scans["participant_id"]

@@ -106,6 +106,15 @@ class Bundle:
             return np.mean([m.predict_inputs(inputs) for m in self.members], axis=0)
         return np.asarray(self.estimator.predict(inputs[INPUT_OF_KIND[self.kind]]), float)
 
+    def check_contract(self, template: dict) -> None:
+        """Refuse this bundle (and any member) if made for another template or grid."""
+        try:
+            check_contract(self.card.get("contract", {}), template, bundle=str(self.path))
+        except ContractError as err:
+            raise BundleError(str(err)) from None
+        for member in self.members:
+            member.check_contract(template)
+
     def predict_scan(self, features: ScanFeatures) -> float:
         grid = self.card["contract"].get("grid")
         inputs = {kind: load_inputs(features, kind, grid)[None] for kind in self.inputs_needed()}
@@ -185,10 +194,7 @@ def load_bundle(path: Path, *, template: dict | None = None, threads: int = 1) -
         if sha256(file) != digest:
             raise BundleError(f"{file}: checksum differs from model.json (modified or corrupt)")
     if template is not None:
-        try:
-            check_contract(card.get("contract", {}), template, bundle=str(path))
-        except ContractError as err:
-            raise BundleError(str(err)) from None
+        Bundle(path, card).check_contract(template)
     kind = card["kind"]
     if kind == "ensemble":
         members = [load_bundle(path / "members" / m, template=template, threads=threads)

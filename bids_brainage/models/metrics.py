@@ -54,43 +54,38 @@ def accuracy_metrics(age, predicted, *, baseline_age: float | None = None) -> di
     }
 
 
+def _leaves(metrics: dict, path=()):
+    """(key path, value) of every scalar in a nested metrics dict, fold sizes left out."""
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, (*path, key))
+        elif key != "n":
+            yield (*path, key), value
+
+
 def summarise_folds(per_fold: list[dict]) -> dict:
-    """Mean and SD over folds of every scalar metric (nested dicts are summarised key by key)."""
+    """Mean and SD over folds of every scalar metric, nested as the metrics are.
 
-    def collect(key_path):
-        values = []
-        for fold in per_fold:
-            value = fold
-            for key in key_path:
-                value = value.get(key) if isinstance(value, dict) else None
-            if isinstance(value, (int, float)) and not math.isnan(value):
-                values.append(float(value))
-        return values
-
-    def walk(template, path):
-        out = {}
-        for key, value in template.items():
-            if isinstance(value, dict):
-                keys = set().union(*(set(f.get(key, {}) or {}) for f in _at(per_fold, path)))
-                out[key] = walk({k: 0.0 for k in sorted(keys)}, (*path, key))
-            elif key != "n":
-                values = collect((*path, key))
-                out[key] = {
-                    "mean": float(np.mean(values)) if values else math.nan,
-                    "sd": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                    "folds": len(values),
-                }
-        return out
-
-    return walk(per_fold[0], ())
-
-
-def _at(per_fold, path):
+    A metric missing from a fold (a decade without scans) or NaN there (r of a constant
+    prediction) is summarised over the folds that have it.
+    """
+    values: dict[tuple, list[float]] = {}
     for fold in per_fold:
-        value = fold
-        for key in path:
-            value = value.get(key, {}) if isinstance(value, dict) else {}
-        yield value
+        for path, value in _leaves(fold):
+            finite = isinstance(value, (int, float)) and not math.isnan(value)
+            values.setdefault(path, []).extend([float(value)] if finite else [])
+    out: dict = {}
+    for path in sorted(values):
+        node = out
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        found = values[path]
+        node[path[-1]] = {
+            "mean": float(np.mean(found)) if found else math.nan,
+            "sd": float(np.std(found, ddof=1)) if len(found) > 1 else math.nan,
+            "folds": len(found),
+        }
+    return out
 
 
 def conformal_halfwidth(residuals, coverage: float = 0.9) -> float:

@@ -63,10 +63,9 @@ def cross_validate(
     y = np.asarray(y, float)
     folds = outer_folds(participants, sites, split, n_splits, seed)
     rng = np.random.default_rng(seed)
-    curve, oof, per_fold = {}, None, []
+    curve, oof = {}, None
     for fraction in sorted(fractions):
         predicted, fold_of = np.full(len(y), np.nan), np.full(len(y), -1)
-        fold_metrics = []
         for k, (train, test) in enumerate(folds):
             if fraction < 1.0:
                 train = np.sort(rng.choice(train, max(5, int(round(fraction * len(train)))),
@@ -74,23 +73,36 @@ def cross_validate(
             model = make_model().fit(X[train], y[train], seed=seed + k)
             predicted[test] = model.predict(X[test])
             fold_of[test] = k
-            fold_metrics.append(accuracy_metrics(y[test], predicted[test],
-                                                 baseline_age=np.median(y[train])))  # fmt:skip
+        maes = [
+            np.mean(np.abs(predicted[fold_of == k] - y[fold_of == k])) for k in range(len(folds))
+        ]
         curve[str(fraction)] = {
             "training_size": int(round(fraction * np.mean([len(t) for t, _ in folds]))),
-            "mae": float(np.mean([m["mae"] for m in fold_metrics])),
-            "mae_sd": float(np.std([m["mae"] for m in fold_metrics], ddof=1)),
+            "mae": float(np.mean(maes)),
+            "mae_sd": float(np.std(maes, ddof=1)),
         }
         if fraction == 1.0:
-            oof, per_fold = (predicted, fold_of), fold_metrics
-    predicted, fold_of = oof
+            oof = (predicted, fold_of)
+    return {**summarise_split(y, *oof, split), "learning_curve": curve}
+
+
+def summarise_split(y, predicted, fold_of, split: str) -> dict:
+    """Metrics over the folds of out-of-fold predictions (each fold's baseline is the median age
+    of the other folds, its training data), pooled metrics and interval coverage.
+    """
+    y, predicted, fold_of = (np.asarray(a) for a in (y, predicted, fold_of))
+    folds = np.unique(fold_of)
+    per_fold = [
+        accuracy_metrics(y[fold_of == k], predicted[fold_of == k],
+                         baseline_age=np.median(y[fold_of != k]))
+        for k in folds
+    ]  # fmt:skip
     return {
         "split": split,
-        "folds": len(folds),
+        "folds": int(len(folds)),
         "metrics": summarise_folds(per_fold),
         "pooled": accuracy_metrics(y, predicted),
         "coverage": conformal_coverage(y, predicted, fold_of),
-        "learning_curve": curve,
         "predicted": predicted,
         "fold": fold_of,
     }
