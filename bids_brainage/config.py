@@ -60,6 +60,7 @@ class WorkflowSettings:
 
 
 DEFAULT_CONTROL_LABELS = ("HC", "control", "controls", "CN", "NC", "healthy")
+MIN_BIAS_CONTROLS = 10  # below this, --bias-reference auto falls back to the bundle's own set
 
 
 @dataclass
@@ -140,6 +141,17 @@ class Seeds:
 
 
 @dataclass
+class StatisticsSettings:
+    """How the group level corrects age bias and which scans it keeps."""
+
+    bias_reference: str = "auto"  # auto, controls, bundle, all, or a TSV path
+    bias_reference_query: str | None = None
+    bias_form: str = "age"  # seed 002 Eq. 6-7 ("age") or Eq. 8 ("predicted")
+    include_failed_qc: bool = False
+    bootstrap_samples: int = 2000
+
+
+@dataclass
 class Config:
     """The whole run's settings."""
 
@@ -148,6 +160,7 @@ class Config:
     nipype: NipypeSettings = field(default_factory=NipypeSettings)
     seeds: Seeds = field(default_factory=Seeds)
     models: ModelSettings = field(default_factory=ModelSettings)
+    statistics: StatisticsSettings = field(default_factory=StatisticsSettings)
 
     def to_dict(self) -> dict:
         def _plain(value):

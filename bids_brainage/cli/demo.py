@@ -1,6 +1,6 @@
 """``bids_brainage-demo [FOLDER]``: the whole app end to end on a small synthetic dataset.
 
-Generates a BIDS dataset (two sites, controls and patients, one rescan), runs the participant
+Generates a BIDS dataset (two sites, controls and patients, two rescans), runs the participant
 level and the group level exactly as a user would, checks the output tree with the official
 BIDS validator, and prints where everything is.
 """
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     print(f"[1/4] generating a synthetic BIDS dataset in {bids_dir}")
     if not (bids_dir / "dataset_description.json").exists():
-        make_dataset(root / "data", n_subjects=opts.subjects, n_patients=2, n_rescans=1)
+        make_dataset(root / "data", n_subjects=opts.subjects, n_patients=2, n_rescans=2)
     common = [str(bids_dir), str(output_dir)]
     print("[2/4] bids_brainage ... participant")
     resources = ["-w", str(work_dir), "--nprocs", str(opts.nprocs)]
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         f"  ground truth:     {root / 'data' / 'ground_truth.tsv'}\n"
         f"  derivatives:      {output_dir}\n"
         f"  group table:      {output_dir / 'group' / 'group_scans.tsv'}\n"
+        f"  group report:     {output_dir / 'group.html'} (bias correction, group tests, "
+        "ROC, ICC)\n"
         f"  logs and methods: {output_dir / 'logs'}\n"
         "Brain ages are in each scan's *_brainage.tsv. The default model was trained on real\n"
         "IXI scans; these synthetic brains are not real anatomy, so its predictions here are far\n"

@@ -13,9 +13,22 @@ from ..config import Config
 from ..interfaces.bids import DerivativesDataSink
 from ..models.bundle import BundleError
 from ..models.inputs import ContractError
+from ..reports.group import write_group_report
 from ..utils.bids import InputError, read_participants, strip_prefix
 from ..utils.derivatives import write_derivatives_root
-from .parser import EXIT_FAILED, EXIT_INVALID_BIDS, EXIT_NO_MATCH, EXIT_OK
+from .parser import EXIT_FAILED, EXIT_INVALID_BIDS, EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE
+from .statistics import (
+    BIAS_COLUMNS,
+    RELIABILITY_COLUMNS,
+    ROC_COLUMNS,
+    STATS_COLUMNS,
+    StatisticsError,
+    analyse,
+    describe_results,
+    model_columns,
+    write_maps,
+    write_stats_table,
+)
 
 LOGGER = logging.getLogger("bids_brainage")
 
@@ -39,6 +52,7 @@ SCAN_COLUMNS = {
     "group": {"Description": "Group from participants.tsv (e.g. HC for healthy controls)"},
     "qc_flags": {"Description": "Comma-separated QC flags raised during preprocessing"},
     "source": {"Description": "The raw T1w image, relative to BIDS_DIR"},
+    "excluded": {"Description": "Why the scan is left out of the statistics (n/a: included)"},
 }
 
 
@@ -88,12 +102,14 @@ def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
             "group": info.group if info else None,
             "qc_flags": ",".join(qc.get("flags", [])),
             "source": scan.get("source"),
+            "qc_file": str(qc_file),
             # for the models, not written to the table
             "entities": {k: scan.get(k) for k in ("subject", "session", "acquisition", "run")},
             "template": qc.get("template", {}).get("name"),
             "resolution": qc.get("template", {}).get("resolution"),
         })  # fmt:skip
-    table = pd.DataFrame(rows, columns=[*SCAN_COLUMNS, "entities", "template", "resolution"])
+    hidden = ["qc_file", "entities", "template", "resolution"]
+    table = pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *hidden])
     return table, problems
 
 
@@ -113,6 +129,36 @@ def write_table(table: pd.DataFrame, config: Config, suffix: str, columns: dict)
         meta_dict={k: v for k, v in columns.items() if k in table.columns},
     )
     return Path(sink.run().outputs.out_file)
+
+
+def check_query(config: Config, table: pd.DataFrame) -> None:
+    query = config.statistics.bias_reference_query
+    if query:
+        try:
+            table.query(query)
+        except Exception as err:  # pandas raises many kinds on a bad query
+            raise StatisticsError(f"--bias-reference-query {query!r}: {err}") from None
+
+
+def write_statistics(config: Config, results) -> list[Path]:
+    """The group statistics tables and maps, each with its sidecar."""
+    written = []
+    analyses = list(results.models.values())
+    if analyses:
+        tables = {
+            "bias": (pd.DataFrame([a.bias_summary for a in analyses]), BIAS_COLUMNS),
+            "groups": (pd.concat([a.comparisons for a in analyses]), STATS_COLUMNS),
+            "roc": (pd.concat([a.roc for a in analyses]), ROC_COLUMNS),
+            "reliability": (pd.concat([a.reliability for a in analyses]), RELIABILITY_COLUMNS),
+        }
+        for desc, (table, columns) in tables.items():
+            if not table.empty:
+                written.append(write_stats_table(config, table, desc, columns))
+    if results.roi is not None:
+        written.append(write_stats_table(config, results.roi, "roi", STATS_COLUMNS))
+    if results.voxelwise is not None:
+        written += write_maps(config, results.voxelwise)
+    return written
 
 
 def run_group(config: Config) -> int:
@@ -137,12 +183,30 @@ def run_group(config: Config) -> int:
             return EXIT_NO_MATCH
         for problem in problems:
             LOGGER.warning(problem)
-        out = write_table(table, config, "scans", SCAN_COLUMNS)
+        try:
+            check_query(config, table)
+        except StatisticsError as err:
+            print(f"bids_brainage: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        results = analyse(config, table)
+        for line in results.problems + results.notes:
+            LOGGER.warning(line)
+        columns = dict(SCAN_COLUMNS)
+        for model in results.model_names:
+            columns.update(model_columns(model))
+        written = [write_table(results.scans, config, "scans", columns)]
+        written += write_statistics(config, results)
+        report = write_group_report(results, config, written)
         n_age = int(table["age"].notna().sum())
+        n_excluded = int(results.scans["excluded"].notna().sum())
         print(
             f"bids_brainage group: {len(table)} scan(s) of {table['participant_id'].nunique()} "
-            f"participant(s), {n_age} with an age; table written to {out}"
+            f"participant(s), {n_age} with an age, {n_excluded} excluded from the statistics; "
+            f"table written to {written[0]}"
         )
+        for line in describe_results(results):
+            print(f"bids_brainage group: {line}")
+        print(f"bids_brainage group: report {report}")
         if config.models.train_model:
             try:
                 bundle = run_training(config, table, read_dataset_description(execution.bids_dir))

@@ -14,11 +14,13 @@ from pathlib import Path
 from .. import __version__
 from ..config import (
     DEFAULT_CONTROL_LABELS,
+    MIN_BIAS_CONTROLS,
     Config,
     ExecutionSettings,
     ModelSettings,
     NipypeSettings,
     Seeds,
+    StatisticsSettings,
     WorkflowSettings,
 )
 from ..models.bundle import KINDS
@@ -175,6 +177,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="group: cap on CNN training epochs (default: the kind's own setting)",
     )
 
+    stats = parser.add_argument_group("group statistics")
+    stats.add_argument(
+        "--bias-reference",
+        default="auto",
+        metavar="SET",
+        help="group: scans the age-bias correction is fitted on: 'controls' (the control "
+        "group), 'bundle' (the model bundle's own out-of-fold predictions), a TSV path with age "
+        "and predicted_age columns (another dataset), or 'all' (every scan, the test "
+        "participants themselves; warns). Default 'auto': controls if there are at least "
+        f"{MIN_BIAS_CONTROLS}, else the bundle",
+    )
+    stats.add_argument(
+        "--bias-reference-query",
+        metavar="QUERY",
+        help="group: narrow the controls used as bias reference with a pandas query on the "
+        "scan table, e.g. \"age >= 60\" or \"site == 'A'\"",
+    )
+    stats.add_argument(
+        "--bias-form",
+        choices=("age", "predicted"),
+        default="age",
+        help="group: regress brain-PAD on chronological age (seed 002 Eq. 6-7, default) or on "
+        "predicted age (Eq. 8)",
+    )
+    stats.add_argument(
+        "--include-failed-qc",
+        action="store_true",
+        help="group: keep scans whose QC flags say the preprocessing failed (default: exclude "
+        "them, listed with the reason)",
+    )
+
     perf = parser.add_argument_group("resources")
     perf.add_argument(
         "--nprocs",
@@ -291,7 +324,14 @@ def parse_args(argv: list[str] | None = None) -> Config:
         ensemble_members=opts.ensemble_members, cv_folds=opts.cv_folds,
         control_labels=opts.control_label, max_epochs=opts.max_epochs,
     )  # fmt:skip
+    if opts.bias_reference_query and opts.bias_reference not in ("auto", "controls"):
+        raise UsageError("--bias-reference-query narrows the controls; use it with "
+                         "--bias-reference controls (or auto)")  # fmt:skip
+    statistics = StatisticsSettings(
+        bias_reference=opts.bias_reference, bias_reference_query=opts.bias_reference_query,
+        bias_form=opts.bias_form, include_failed_qc=opts.include_failed_qc,
+    )  # fmt:skip
     return Config(
         execution=execution, workflow=workflow, nipype=nipype, seeds=Seeds(master=opts.seed),
-        models=models,
+        models=models, statistics=statistics,
     )  # fmt:skip

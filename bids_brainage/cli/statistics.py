@@ -1,0 +1,449 @@
+"""Group statistics: participant derivatives in, group tables, maps and group.html out.
+
+Reads each scan's ``_brainage.tsv`` (and, when the participant level wrote them, its local
+brain-age map ``*_desc-local_brainage.nii.gz`` and ROI table ``*_desc-roi_brainage.tsv``),
+fits the age-bias correction on the reference set, and runs the statistics of
+:mod:`bids_brainage.stats`. Files are written through the derivatives writer only at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from ..config import MIN_BIAS_CONTROLS, Config
+from ..interfaces.bids import DerivativesDataSink
+from ..models.bundle import BundleError, packaged_bundles, resolve_bundle
+from ..stats.analysis import ModelAnalysis, analyse_model, first_scans, group_order, is_control
+from ..stats.bias import BiasCorrection, BiasError, age_bin, age_bin_label
+from ..stats.compare import adjust_pvalues, compare_groups
+from ..stats.voxelwise import MapError, MapRecord, PairRecord, accumulate_maps, maps_fdr, unmask
+from .train import UNTRUSTWORTHY_FLAGS
+
+LOGGER = logging.getLogger("bids_brainage")
+LOCAL_MAP_SUFFIX = "_desc-local_brainage.nii.gz"
+ROI_TABLE_SUFFIX = "_desc-roi_brainage.tsv"
+
+MODEL_COLUMNS = {
+    "predicted_age": ("Predicted age of model {model}", "year"),
+    "interval_lower": ("Lower end of the prediction interval of model {model}", "year"),
+    "interval_upper": ("Upper end of the prediction interval of model {model}", "year"),
+    "brain_pad": ("Brain-PAD (predicted - chronological age) of model {model}, uncorrected",
+                  "year"),
+    "brain_pad_corrected": ("Brain-PAD of model {model} after the age-bias correction "
+                            "(see group_desc-bias_stats.tsv)", "year"),
+    "predicted_age_corrected": ("Chronological age + corrected brain-PAD, model {model}",
+                                "year"),
+}  # fmt:skip
+
+STATS_COLUMNS = {
+    "model": "Model bundle whose predictions are compared",
+    "measure": "brain_pad_corrected (after bias correction) or brain_pad (uncorrected)",
+    "roi": "Harvard-Oxford region (ROI tables only)",
+    "group1": "First group", "group2": "Second group",
+    "n1": "Participants in group1 (one scan each)", "n2": "Participants in group2",
+    "mean1": "Mean of group1 (years)", "mean2": "Mean of group2 (years)",
+    "sd1": "Standard deviation of group1 (years)", "sd2": "Standard deviation of group2 (years)",
+    "difference": "mean1 - mean2 (years)",
+    "difference_ci_low": "Lower end of the 95 % CI of the difference (Welch)",
+    "difference_ci_high": "Upper end of the 95 % CI of the difference (Welch)",
+    "t": "Welch's t (seed 002 Eq. 1)",
+    "df": "Welch-Satterthwaite degrees of freedom (seed 002 Eq. 2)",
+    "p": "Two-sided p of Welch's t",
+    "p_bonferroni": "p, Bonferroni-corrected over the comparisons of this model and measure",
+    "p_fdr": "p, Benjamini-Hochberg FDR over the comparisons of this model and measure",
+    "cohens_d": "Cohen's d, (mean1 - mean2) / pooled SD with pooled variance "
+                "((n1-1) var1 + (n2-1) var2) / (n1 + n2 - 2)",
+}  # fmt:skip
+BIAS_COLUMNS = {
+    "model": "Model bundle",
+    "form": "age: PAD = alpha * age + beta (seed 002 Eq. 6-7); predicted: PAD = alpha * "
+            "predicted age + beta (Eq. 8)",
+    "alpha": "Slope of the fitted bias line", "beta": "Intercept of the fitted bias line (years)",
+    "n_reference": "Scans in the reference set", "reference": "What the reference set is",
+    "pad_age_r_reference_before": "Pearson r of PAD with age in the reference set, uncorrected",
+    "pad_age_r_reference_after": "The same after correction",
+    "n_controls": "Controls in this dataset (one scan each)",
+    "pad_age_r_controls_before": "Pearson r of PAD with age in the controls, uncorrected",
+    "pad_age_r_controls_after": "The same after correction",
+    "mae_controls": "Mean absolute error on the controls, uncorrected (years)",
+    "r_controls": "Pearson r of predicted with chronological age, controls, uncorrected",
+    "r2_controls": "R^2 of the predictions on the controls, uncorrected",
+}  # fmt:skip
+ROC_COLUMNS = {
+    "model": "Model bundle", "measure": "Score used (corrected brain-PAD)",
+    "group": "Patient group, tested against the controls",
+    "n_patients": "Participants in the group", "n_controls": "Controls",
+    "auc": "ROC-AUC of the score for the group against the controls",
+    "auc_ci_low": "2.5th percentile of 2000 stratified bootstrap AUCs",
+    "auc_ci_high": "97.5th percentile of 2000 stratified bootstrap AUCs",
+}  # fmt:skip
+RELIABILITY_COLUMNS = {
+    "model": "Model bundle",
+    "pairs": "Rescan pairs used: all, within-site or between-site",
+    "n_targets": "Participants with two scans", "n_raters": "Scans per participant (2)",
+    "icc": "ICC(2,1) of predicted age (Shrout & Fleiss 1979: two-way random, absolute "
+           "agreement, single measurement)",
+    "icc_ci_low": "Lower end of the 95 % CI (McGraw & Wong 1996)",
+    "icc_ci_high": "Upper end of the 95 % CI (McGraw & Wong 1996)",
+    "mean_difference": "Bland-Altman mean difference, second - first scan (years)",
+    "loa_low": "Lower 95 % limit of agreement (years)",
+    "loa_high": "Upper 95 % limit of agreement (years)",
+}  # fmt:skip
+
+
+class StatisticsError(ValueError):
+    """The statistics cannot run; the message says why in one line."""
+
+
+@dataclass
+class GroupResults:
+    """Everything the group level computed, before anything is written."""
+
+    scans: pd.DataFrame
+    models: dict[str, ModelAnalysis] = field(default_factory=dict)
+    roi: pd.DataFrame | None = None
+    voxelwise: dict | None = None
+    notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    model_names: list[str] = field(default_factory=list)
+
+
+# --- collecting --------------------------------------------------------------------------------
+def scan_prefix(qc_file: str) -> str:
+    return str(qc_file)[: -len("_qc.json")]
+
+
+def exclusion_reasons(table: pd.DataFrame, include_failed_qc: bool) -> pd.Series:
+    def reason(row) -> str | None:
+        flags = set(filter(None, str(row["qc_flags"] or "").split(",")))
+        failed = sorted(flags & UNTRUSTWORTHY_FLAGS)
+        if failed and not include_failed_qc:
+            return "QC: " + ", ".join(failed)
+        if not Path(scan_prefix(row["qc_file"]) + "_brainage.tsv").is_file():
+            return "no brain-age prediction (run the participant level with a --model)"
+        return None
+
+    return table.apply(reason, axis=1) if len(table) else pd.Series(dtype=object)
+
+
+def read_predictions(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Long table: scan index, model, predicted age and interval, from every _brainage.tsv."""
+    frames, problems = [], []
+    for index, row in table[table["excluded"].isna()].iterrows():
+        path = scan_prefix(row["qc_file"]) + "_brainage.tsv"
+        try:
+            found = pd.read_csv(path, sep="\t", na_values="n/a")
+            found = found[["model", "predicted_age", "interval_lower", "interval_upper"]]
+        except (OSError, ValueError, KeyError) as err:
+            problems.append(f"{path}: unreadable brain-age table ({err}); scan excluded")
+            table.loc[index, "excluded"] = "unreadable brain-age table"
+            continue
+        frames.append(found.assign(scan=index))
+    if not frames:
+        return pd.DataFrame(columns=["scan", "model", "predicted_age"]), problems
+    return pd.concat(frames, ignore_index=True), problems
+
+
+def model_columns(model: str) -> dict:
+    return {f"{model}_{name}": {"Description": text.format(model=model), "Units": unit}
+            for name, (text, unit) in MODEL_COLUMNS.items()}  # fmt:skip
+
+
+# --- the bias reference ------------------------------------------------------------------------
+def bundle_reference(model: str, output_dir: Path) -> pd.DataFrame:
+    """The bundle's own out-of-fold predictions (the split its interval was calibrated on)."""
+    candidates = [output_dir / "models" / model]
+    try:
+        candidates.append(resolve_bundle(model))
+    except BundleError:
+        pass
+    for folder in packaged_bundles().values():  # the packaged "default" keeps its trained name
+        if json.loads((folder / "model.json").read_text()).get("name") == model:
+            candidates.append(folder)
+    for folder in candidates:
+        oof = folder / "oof_predictions.tsv"
+        if oof.is_file():
+            card = json.loads((folder / "model.json").read_text())
+            split = card.get("interval", {}).get("calibration", "random")
+            table = pd.read_csv(oof, sep="\t", na_values="n/a")
+            return table[table["split"] == split][["age", "predicted_age"]]
+    raise StatisticsError(f"model {model}: no bundle with out-of-fold predictions found "
+                          f"(looked in {', '.join(map(str, candidates))})")  # fmt:skip
+
+
+def dataset_reference(once: pd.DataFrame, config: Config) -> tuple[pd.Series, str]:
+    """Boolean mask of the scans (one per participant) that form the reference, and its name."""
+    stats, labels = config.statistics, config.models.control_labels
+    how = stats.bias_reference
+    has_age = once["age"].notna() & once["predicted_age"].notna()
+    if how == "all":
+        LOGGER.warning("bias correction fitted on every participant, the test participants "
+                       "themselves (--bias-reference all): corrected PADs are not independent "
+                       "of the fit")  # fmt:skip
+        return has_age, "all participants (the test participants themselves)"
+    controls = has_age & is_control(once["group"], labels)
+    name = "controls (" + ", ".join(sorted(set(once.loc[controls, "group"].astype(str)))) + ")"
+    if stats.bias_reference_query:
+        try:
+            kept = once[controls].query(stats.bias_reference_query).index
+        except Exception as err:  # pandas raises many kinds on a bad query
+            raise StatisticsError(f"--bias-reference-query {stats.bias_reference_query!r}: "
+                                  f"{err}") from None  # fmt:skip
+        controls = once.index.isin(kept) & controls
+        name += f" where {stats.bias_reference_query}"
+    return pd.Series(controls, index=once.index), name
+
+
+def choose_reference(model: str, once: pd.DataFrame, config: Config):
+    """(reference table, name, mask over ``once`` or None when the set is external)."""
+    how = config.statistics.bias_reference
+    output_dir = config.execution.output_dir
+    if how not in ("auto", "controls", "bundle", "all"):
+        path = Path(how)
+        try:
+            table = pd.read_csv(path, sep="\t", na_values="n/a")[["age", "predicted_age"]]
+        except (OSError, ValueError, KeyError) as err:
+            raise StatisticsError(f"{path}: not a TSV with age and predicted_age columns "
+                                  f"({err})") from None  # fmt:skip
+        return table, f"external table {path}", None
+    if how in ("auto", "controls", "all"):
+        mask, name = dataset_reference(once, config)
+        if how != "auto" or mask.sum() >= MIN_BIAS_CONTROLS:
+            return once.loc[mask, ["age", "predicted_age"]], name, mask
+    table = bundle_reference(model, output_dir)
+    return table, f"out-of-fold predictions of the bundle {model} (its training data)", None
+
+
+# --- ROI and voxel-wise ------------------------------------------------------------------------
+def roi_statistics(scans: pd.DataFrame, reference_mask: pd.Series | None, config: Config):
+    """Per ROI: local PAD, linear age-bias correction on the reference, group comparisons."""
+    rows = []
+    scans = first_scans(scans)
+    for index, row in scans.iterrows():
+        path = Path(scan_prefix(row["qc_file"]) + ROI_TABLE_SUFFIX)
+        if path.is_file():
+            table = pd.read_csv(path, sep="\t", na_values="n/a")
+            rows.append(table.assign(scan=index))
+    if not rows:
+        return None
+    long = pd.concat(rows, ignore_index=True).join(scans[["age", "group"]], on="scan")
+    long["local_pad"] = long["mean_local_brainage"] - long["age"]
+    labels = config.models.control_labels
+    reference = set(reference_mask[reference_mask].index) if reference_mask is not None else set()
+    if not reference:
+        controls = scans.index[is_control(scans["group"], labels) & scans["age"].notna()]
+        reference = set(controls)
+    results = []
+    order = group_order(scans["group"], labels)[::-1]
+    for roi, per_roi in long.groupby("roi", sort=False):
+        per_roi = per_roi.dropna(subset=["local_pad"])
+        ref = per_roi[per_roi["scan"].isin(reference)]
+        try:
+            bias = BiasCorrection.fit(ref["age"], ref["mean_local_brainage"], "age", "reference")
+            values = bias.corrected_pad(per_roi["age"], per_roi["mean_local_brainage"])
+            measure = "local_pad_corrected"
+        except BiasError:
+            values, measure = per_roi["local_pad"].to_numpy(), "local_pad"
+        table = compare_groups(pd.Series(values, index=per_roi.index),
+                               per_roi["group"].astype(str), order)  # fmt:skip
+        results.append(table.assign(roi=roi, measure=measure))
+    table = pd.concat(results, ignore_index=True)
+    if not table.empty:
+        table["p_bonferroni"], table["p_fdr"] = adjust_pvalues(table["p"])
+    return table
+
+
+def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
+                         reference_mask: pd.Series | None, config: Config):  # fmt:skip
+    """Welch t/d/p maps between groups, ICC map over rescans, age-bin bias maps (seed 002)."""
+    paths = {}
+    for index, row in scans.iterrows():
+        found = sorted(Path(row["qc_file"]).parent.glob(
+            Path(scan_prefix(row["qc_file"])).name + "_space-*" + LOCAL_MAP_SUFFIX))  # fmt:skip
+        if found:
+            paths[index] = str(found[0])
+    if not paths:
+        return None
+    for path in paths.values():  # the grid and mask come from the first readable map
+        try:
+            first = nib.load(path)
+            data = np.asarray(first.dataobj, dtype=np.float32)
+            break
+        except Exception:  # noqa: BLE001 - refused again, by name, when accumulated
+            continue
+    else:
+        return None
+    mask = np.isfinite(data) & (data != 0)  # local maps are zero outside the template brain
+    labels = config.models.control_labels
+    reference = set(reference_mask[reference_mask].index) if reference_mask is not None else set()
+    if not reference:
+        reference = set(scans.index[is_control(scans["group"], labels) & scans["age"].notna()])
+    once = set(first_scans(scans.loc[list(paths)]).index)
+    records = [MapRecord(paths[i], str(scans.at[i, "group"]), age_bin(scans.at[i, "age"]),
+                         i in reference, float(scans.at[i, "age"]))
+               for i in paths if i in once and pd.notna(scans.at[i, "age"])]  # fmt:skip
+    map_pairs = [PairRecord(paths[p.first], paths[p.second]) for p in pairs.itertuples()
+                 if p.first in paths and p.second in paths]  # fmt:skip
+    sums = accumulate_maps(records, map_pairs, mask, first.affine, config.nipype.nprocs)
+    result = {"mask": mask, "affine": first.affine, "maps": {}, "failures": sums.failures,
+              "space": Path(path).name, "n_maps": len(records),
+              "n_pairs": sums.pairs}  # fmt:skip
+    match = re.search(r"_space-([A-Za-z0-9]+)(?:_res-([A-Za-z0-9]+))?", result["space"])
+    result["space"], result["resolution"] = match.group(1), match.group(2)
+    if sums.reference_counts:
+        bins = sums.bias_maps()
+        result["bias_bins"] = [age_bin_label(b) for b in bins]
+        result["bias_counts"] = [sums.reference_counts[b] for b in bins]
+        result["maps"]["agebias"] = np.stack([unmask(m, mask) for m in bins.values()], axis=-1)
+        order = group_order(pd.Series(sums.groups()), labels)[::-1]
+        for i, g1 in enumerate(order):
+            for g2 in order[i + 1 :]:
+                try:
+                    welch = sums.welch_maps(g1, g2)
+                except MapError as err:
+                    result["failures"].append(str(err))
+                    continue
+                stem = re.sub(r"[^A-Za-z0-9]", "", f"{g1}vs{g2}")
+                for stat in ("t", "cohens_d", "p"):
+                    result["maps"][f"{stem}{stat.replace('_', '')}"] = unmask(welch[stat], mask)
+                result["maps"][f"{stem}pfdr"] = unmask(maps_fdr(welch["p"]), mask, fill=1.0)
+    if sums.pairs >= 2:
+        result["maps"]["icc"] = unmask(sums.icc_map(), mask)
+    return result
+
+
+# --- the whole analysis ------------------------------------------------------------------------
+def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
+    """Everything the group level computes, no file written."""
+    table = table.copy()
+    table["excluded"] = exclusion_reasons(table, config.statistics.include_failed_qc)
+    predictions, problems = read_predictions(table)
+    results = GroupResults(table, problems=problems)
+    models = list(dict.fromkeys(predictions["model"]))
+    results.model_names = models
+    if not models:
+        results.notes.append("no brain-age predictions: statistics skipped")
+        return results
+    included = table[table["excluded"].isna()]
+    for model in models:
+        found = predictions[predictions["model"] == model].set_index("scan")
+        scans = included.join(found[["predicted_age", "interval_lower", "interval_upper"]],
+                              how="inner")  # fmt:skip
+        once = first_scans(scans[scans["age"].notna()])
+        try:
+            reference, name, mask = choose_reference(model, once, config)
+            analysis = analyse_model(
+                model,
+                scans,
+                reference,
+                name,
+                config.statistics.bias_form,
+                config.models.control_labels,
+                config.seeds.derive("stats"),
+            )
+        except (BiasError, StatisticsError) as err:
+            results.notes.append(f"model {model}: no bias correction or statistics ({err})")
+            for column in ("predicted_age", "interval_lower", "interval_upper"):
+                table.loc[scans.index, f"{model}_{column}"] = scans[column]
+            continue
+        analysis.reference_mask = mask
+        results.models[model] = analysis
+        for column in MODEL_COLUMNS:
+            table.loc[analysis.scans.index, f"{model}_{column}"] = analysis.scans[column]
+    results.scans = table
+    if results.models:
+        primary = next(iter(results.models.values()))
+        scans = table[table["excluded"].isna()]
+        results.roi = roi_statistics(scans, primary.reference_mask, config)
+        results.voxelwise = voxelwise_statistics(scans, primary.pairs, primary.reference_mask,
+                                                 config)  # fmt:skip
+    return results
+
+
+# --- writing -----------------------------------------------------------------------------------
+def _sink(config: Config, staged: Path, suffix: str, meta: dict, **entities) -> Path:
+    extension = ".nii.gz" if staged.name.endswith(".nii.gz") else staged.suffix
+    sink = DerivativesDataSink(base_directory=str(config.execution.output_dir),
+                               entities={k: v for k, v in entities.items() if v},
+                               suffix=suffix, extension=extension, in_file=str(staged),
+                               meta_dict=meta)  # fmt:skip
+    return Path(sink.run().outputs.out_file)
+
+
+def write_stats_table(config: Config, table: pd.DataFrame, desc: str, columns: dict) -> Path:
+    staging = config.execution.work_dir / "group_staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    table = table[[c for c in columns if c in table.columns]]
+    staged = staging / f"{desc}_stats.tsv"
+    table.to_csv(staged, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+    meta = {c: {"Description": d} for c, d in columns.items() if c in table.columns}
+    return _sink(config, staged, "stats", meta, desc=desc)
+
+
+def write_maps(config: Config, voxelwise: dict) -> list[Path]:
+    staging = config.execution.work_dir / "group_staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    written = []
+    for desc, volume in voxelwise["maps"].items():
+        staged = staging / f"{desc}_statmap.nii.gz"
+        nib.Nifti1Image(np.nan_to_num(volume).astype(np.float32),
+                        voxelwise["affine"]).to_filename(staged)  # fmt:skip
+        meta = {"Description": map_description(desc),
+                "Sources": "local brain-age maps of the participant level "
+                "(*_desc-local_brainage)",
+                "NumberOfMaps": voxelwise["n_maps"],
+                "RescanPairs": voxelwise["n_pairs"]}  # fmt:skip
+        if desc == "agebias":
+            meta.update(
+                AgeBins=voxelwise["bias_bins"], ReferenceMapsPerBin=voxelwise["bias_counts"]
+            )
+        written.append(_sink(config, staged, "statmap", meta, space=voxelwise["space"],
+                             resolution=voxelwise["resolution"], desc=desc))  # fmt:skip
+    return written
+
+
+def map_description(desc: str) -> str:
+    if desc == "agebias":
+        return (
+            "Mean local brain-PAD of the reference participants per 5-year age bin (seed 002 "
+            "§2.6.2), one volume per bin; subtracted voxel-wise before the group tests"
+        )
+    if desc == "icc":
+        return "ICC(2,1) of local brain age over the rescan pairs, per voxel"
+    stat = {"t": "Welch's t", "cohensd": "Cohen's d", "p": "two-sided p of Welch's t",
+            "pfdr": "Benjamini-Hochberg FDR-adjusted p over voxels"}  # fmt:skip
+    for key in sorted(stat, key=len, reverse=True):
+        if desc.endswith(key):
+            return f"{stat[key]} of age-bin-corrected local brain-PAD, {desc[: -len(key)]}"
+    return desc
+
+
+def describe_results(results: GroupResults) -> list[str]:
+    """Console lines with the main numbers."""
+    lines = []
+    for model, analysis in results.models.items():
+        bias = analysis.bias_summary
+        lines.append(
+            f"{model}: bias fitted on {bias['reference']} (n={bias['n_reference']}, "
+            f"slope {bias['alpha']:.3f}); PAD-age r in controls "
+            f"{bias['pad_age_r_controls_before']:.2f} -> {bias['pad_age_r_controls_after']:.2f}"
+        )
+        corrected = analysis.comparisons[analysis.comparisons["measure"] == "brain_pad_corrected"]
+        for row in corrected.itertuples():
+            lines.append(f"  {row.group1} vs {row.group2}: corrected PAD difference "
+                         f"{row.difference:+.2f} y, Welch t({row.df:.1f}) = {row.t:.2f}, "
+                         f"p = {row.p:.3g}, d = {row.cohens_d:.2f}")  # fmt:skip
+        for row in analysis.roc.itertuples():
+            lines.append(f"  ROC-AUC {row.group} vs controls {row.auc:.2f} "
+                         f"[{row.auc_ci_low:.2f}, {row.auc_ci_high:.2f}]")  # fmt:skip
+        for row in analysis.reliability.itertuples():
+            lines.append(f"  ICC(2,1) {row.pairs} rescans (n={row.n_targets}) {row.icc:.3f}")
+    return lines
