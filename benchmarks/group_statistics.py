@@ -2,6 +2,7 @@
 <= 60 s and <= 4 GB on 2 cores).
 
     python benchmarks/group_statistics.py [--participants 1000] [--rescans 100] [--folder DIR]
+                                          [--reuse]
 
 Writes participant-level derivatives (QC JSON, _brainage.tsv, a 97 x 115 x 97 local brain-age
 map and an ROI table per scan; not timed), then runs ``bids_brainage ... group --nprocs 2`` in a
@@ -31,18 +32,23 @@ def main() -> None:
     parser.add_argument("--participants", type=int, default=1000)
     parser.add_argument("--rescans", type=int, default=100)
     parser.add_argument("--folder", type=Path)
+    parser.add_argument("--reuse", action="store_true", help="keep data already in --folder")
     opts = parser.parse_args()
     from bids_brainage.testing.predictions import make_prediction_derivatives
 
     folder = opts.folder or Path(tempfile.mkdtemp(prefix="group_bench_"))
-    shutil.rmtree(folder, ignore_errors=True)
-    started = time.perf_counter()
-    n_patients = opts.participants // 3
-    data = make_prediction_derivatives(folder, opts.participants - n_patients, n_patients,
-                                       n_rescans=opts.rescans, local_maps=True, map_shape=GRID,
-                                       map_voxel_mm=2.0, seed=1)  # fmt:skip
-    print(f"generated {opts.participants} participants (+{opts.rescans} rescans) in "
-          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)  # fmt:skip
+    data = {"bids": folder / "bids", "derivatives": folder / "derivatives"}
+    if not (opts.reuse and (folder / "ground_truth.json").exists()):
+        shutil.rmtree(folder, ignore_errors=True)
+        started = time.perf_counter()
+        n_patients = opts.participants // 3
+        make_prediction_derivatives(folder, opts.participants - n_patients, n_patients,
+                                    n_rescans=opts.rescans, local_maps=True, map_shape=GRID,
+                                    map_voxel_mm=2.0, seed=1)  # fmt:skip
+        print(f"generated {opts.participants} participants (+{opts.rescans} rescans) in "
+              f"{time.perf_counter() - started:.0f} s", file=sys.stderr)  # fmt:skip
+    shutil.rmtree(folder / "work", ignore_errors=True)
+    shutil.rmtree(data["derivatives"] / "group", ignore_errors=True)
     command = [
         sys.executable,
         "-m",

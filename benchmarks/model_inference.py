@@ -49,8 +49,10 @@ def main() -> None:
         out = subprocess.run([sys.executable, "-c", PROBE, spec, str(derivatives), subject],
                              capture_output=True, text=True, check=True)  # fmt:skip
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"| {Path(spec).name} | {r['kind']} | {r['import_s']:.2f} | {r['load_s']:.2f} | "
-              f"{r['predict_s']:.2f} | {r['total_s']:.2f} |")
+        print(
+            f"| {Path(spec).name} | {r['kind']} | {r['import_s']:.2f} | {r['load_s']:.2f} | "
+            f"{r['predict_s']:.2f} | {r['total_s']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

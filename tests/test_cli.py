@@ -205,7 +205,9 @@ def test_group_table_matches_ground_truth(synthetic_run):
     assert set(sidecar) == set(table.columns)
     # statistics of the packaged model: bias fitted on its own out-of-fold set (only 3
     # controls here), PT vs HC compared, the report shows the figures
-    model = table.filter(like="_brain_pad_corrected").columns[0].removesuffix("_brain_pad_corrected")
+    model = (
+        table.filter(like="_brain_pad_corrected").columns[0].removesuffix("_brain_pad_corrected")
+    )
     bias = pd.read_csv(synthetic_run["out"] / "group/group_desc-bias_stats.tsv", sep="\t")
     assert bias.loc[0, "reference"].startswith(f"out-of-fold predictions of the bundle {model}")
     groups = pd.read_csv(synthetic_run["out"] / "group/group_desc-groups_stats.tsv", sep="\t")

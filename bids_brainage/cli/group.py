@@ -217,9 +217,11 @@ def run_group(config: Config) -> int:
             card = json.loads((bundle / "model.json").read_text())
             for split, result in card["cross_validation"].items():
                 mae = result["metrics"]["mae"]
-                print(f"bids_brainage group: {card['name']} ({card['kind']}) {split}-split CV MAE "
-                      f"{mae['mean']:.2f} ± {mae['sd']:.2f} years "
-                      f"(median-age baseline {result['metrics']['baseline_mae']['mean']:.2f})")
+                print(
+                    f"bids_brainage group: {card['name']} ({card['kind']}) {split}-split CV MAE "
+                    f"{mae['mean']:.2f} ± {mae['sd']:.2f} years "
+                    f"(median-age baseline {result['metrics']['baseline_mae']['mean']:.2f})"
+                )
             print(f"bids_brainage group: bundle and model card written to {bundle}")
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)

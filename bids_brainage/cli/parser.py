@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--bias-reference-query",
         metavar="QUERY",
         help="group: narrow the controls used as bias reference with a pandas query on the "
-        "scan table, e.g. \"age >= 60\" or \"site == 'A'\"",
+        'scan table, e.g. "age >= 60" or "site == \'A\'"',
     )
     stats.add_argument(
         "--bias-form",

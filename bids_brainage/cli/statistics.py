@@ -70,7 +70,8 @@ BIAS_COLUMNS = {
     "n_reference": "Scans in the reference set", "reference": "What the reference set is",
     "pad_age_r_reference_before": "Pearson r of PAD with age in the reference set, uncorrected",
     "pad_age_r_reference_after": "The same after correction",
-    "n_controls": "Controls in this dataset (one scan each)",
+    "n_controls": "Controls in this dataset, one scan each (everyone when participants.tsv has "
+                  "no group column)",
     "pad_age_r_controls_before": "Pearson r of PAD with age in the controls, uncorrected",
     "pad_age_r_controls_after": "The same after correction",
     "mae_controls": "Mean absolute error on the controls, uncorrected (years)",

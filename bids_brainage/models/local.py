@@ -1,0 +1,262 @@
+"""Local (voxel-wise) brain age: seed 002's U-Net and its sliding-window inference.
+
+The network follows seed 002 §2.5 — two 3x3x3 convolutions per scale with leaky ReLU (0.2),
+2x2x2 average pooling down, 2x2x2 upsampling up, a squeeze-and-excitation unit after every
+up-path convolution block, a voxel-level output and two block-level auxiliary heads (global
+average pooling + dense) whose loss weights decay to zero. Scaled down so it trains on two CPU
+cores: 2 scales below the input instead of 3, widths 8/16/32 instead of 64/128/256, and
+"same" padding with only the central core of each block kept (the seed's valid convolutions
+turn a 52^3 block into a 12^3 prediction; here a block predicts its central half per axis).
+
+``sliding_window`` stitches overlapping blocks over a whole volume: each block's core is added
+into a sum and a count, so overlapping predictions are averaged, a constant model is reproduced
+exactly, and padding makes every voxel fall in some core.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LEAK = 0.2
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention (Hu et al., 2018): global average → bottleneck → sigmoid gate."""
+
+    def __init__(self, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.gate = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(),
+                                  nn.Linear(hidden, channels), nn.Sigmoid())  # fmt:skip
+
+    def forward(self, x):
+        weights = self.gate(x.mean(dim=(2, 3, 4)))
+        return x * weights[:, :, None, None, None]
+
+
+class DoubleConv(nn.Module):
+    """Two 3x3x3 convolutions, each with leaky ReLU (0.2); optionally squeeze-and-excite."""
+
+    def __init__(self, cin: int, cout: int, excite: bool = False):
+        super().__init__()
+        self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
+        self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
+        self.excite = SqueezeExcite(cout) if excite else None
+
+    def forward(self, x):
+        x = F.leaky_relu(self.conv1(x), LEAK)
+        x = F.leaky_relu(self.conv2(x), LEAK)
+        return self.excite(x) if self.excite is not None else x
+
+
+class LocalUNet(nn.Module):
+    """GM/WM block → local brain age at every voxel, plus two block-level auxiliary ages."""
+
+    def __init__(self, in_channels: int = 2, widths=(8, 16, 32), age_mean: float = 0.0,
+                 age_sd: float = 1.0):  # fmt:skip
+        super().__init__()
+        w0, w1, w2 = widths
+        self.enc1, self.enc2 = DoubleConv(in_channels, w0), DoubleConv(w0, w1)
+        self.bottom = DoubleConv(w1, w2)
+        self.dec2 = DoubleConv(w2 + w1, w1, excite=True)
+        self.dec1 = DoubleConv(w1 + w0, w0, excite=True)
+        self.out = nn.Conv3d(w0, 1, 1)
+        self.aux = nn.ModuleList([nn.Linear(w1, 1), nn.Linear(w2, 1)])
+        self.register_buffer("age_mean", torch.tensor(float(age_mean)))
+        self.register_buffer("age_sd", torch.tensor(float(age_sd)))
+
+    def _years(self, z):
+        return self.age_mean + self.age_sd * z
+
+    def forward(self, x):
+        e1 = self.enc1(x)
+        e2 = self.enc2(F.avg_pool3d(e1, 2))
+        b = self.bottom(F.avg_pool3d(e2, 2))
+        d2 = self.dec2(torch.cat([F.interpolate(b, scale_factor=2, mode="nearest"), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], 1))
+        voxel = self._years(self.out(d1)[:, 0])
+        aux = [self._years(head(f.mean(dim=(2, 3, 4)))[:, 0])
+               for head, f in zip(self.aux, (e2, b), strict=True)]  # fmt:skip
+        return voxel, aux
+
+
+def local_loss(voxel, aux, age, mask, aux_weight: float):
+    """Seed 002 Eq. 5: voxel-level MAE (inside the brain) + weighted block-level MAEs."""
+    target = age[:, None, None, None].expand_as(voxel)
+    inside = mask.sum().clamp(min=1)
+    loss = (torch.abs(voxel - target) * mask).sum() / inside
+    for block in aux:
+        loss = loss + aux_weight * torch.abs(block - age).mean()
+    return loss
+
+
+def aux_weight(step: int, decay_steps: int, start: float = 1.0) -> float:
+    """Auxiliary-loss weight, decreasing linearly to 0 at ``decay_steps`` (seed 002: 50 000)."""
+    return start * max(0.0, 1.0 - step / max(1, decay_steps))
+
+
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows along one padded axis of ``size``: every ``stride``, plus a
+    last one flush with the end.
+    """
+    if size <= window:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def sliding_window(volume: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], window: int,
+                   core: int, batch_size: int = 16) -> np.ndarray:  # fmt:skip
+    """Predict a whole (C, X, Y, Z) volume from overlapping ``window``^3 blocks.
+
+    Only the central ``core``^3 of each block is kept; the volume is zero-padded by the margin
+    so that every voxel lies in the core of at least one block, and overlapping cores are
+    averaged. ``predict`` maps a (N, C, w, w, w) batch to (N, w, w, w).
+    """
+    if core > window or (window - core) % 2:
+        raise ValueError(f"core {core} must be <= window {window} with an even margin")
+    margin = (window - core) // 2
+    channels, *shape = volume.shape
+    padded_shape = [max(s + 2 * margin, window) for s in shape]
+    padded = np.zeros((channels, *padded_shape), dtype=np.float32)
+    padded[(slice(None), *[slice(margin, margin + s) for s in shape])] = volume
+    total = np.zeros(padded_shape, dtype=np.float64)
+    count = np.zeros(padded_shape, dtype=np.float64)
+    starts = [window_starts(s, window, core) for s in padded_shape]
+    corners = list(itertools.product(*starts))
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first : first + batch_size]
+        blocks = np.stack([padded[(slice(None), *[slice(c, c + window) for c in corner])]
+                           for corner in chunk])  # fmt:skip
+        predicted = predict(blocks)
+        for corner, block in zip(chunk, predicted, strict=True):
+            inner = tuple(slice(c + margin, c + margin + core) for c in corner)
+            total[inner] += block[margin:margin + core, margin:margin + core,
+                                  margin:margin + core]  # fmt:skip
+            count[inner] += 1
+    crop = tuple(slice(margin, margin + s) for s in shape)
+    return (total[crop] / count[crop]).astype(np.float32)
+
+
+LOCAL_DEFAULTS = {
+    "widths": [8, 16, 32], "input_mm": 4.0, "window": 24, "core": 12, "steps": 1500,
+    "batch_size": 8, "learning_rate": 1e-3, "aux_decay_fraction": 0.3, "mask_threshold": 0.1,
+}  # fmt:skip
+
+
+def downsample(volumes: np.ndarray, factor: int) -> np.ndarray:
+    """Block-average the last three axes by ``factor`` (edges zero-padded)."""
+    if factor == 1:
+        return np.asarray(volumes, np.float32)
+    tensor = torch.as_tensor(np.asarray(volumes, np.float32))
+    lead = tensor.shape[:-3]
+    flat = tensor.reshape(-1, 1, *tensor.shape[-3:])
+    pad = [p for s in reversed(flat.shape[-3:]) for p in (0, (-s) % factor)]
+    pooled = F.avg_pool3d(F.pad(flat, pad), factor)
+    return pooled.reshape(*lead, *pooled.shape[-3:]).numpy()
+
+
+class LocalAgeModel:
+    """Seed 002's local brain-age U-Net on GM + WM modulated maps (fit / predict_maps / state).
+
+    Trained on random blocks centred in the brain, every brain voxel's target being the
+    participant's age; inference stitches overlapping blocks over the whole (downsampled)
+    volume and brings the map back to the template grid.
+    """
+
+    input = "tissue"
+
+    def __init__(self, settings: dict | None = None, threads: int = 2):
+        self.params = {**LOCAL_DEFAULTS, **(settings or {})}
+        self.threads = threads
+        self.network = None
+        self.history = []
+
+    def _inputs(self, X) -> np.ndarray:
+        factor = max(1, round(self.params["input_mm"] / self.params.get("voxel_mm", 2.0)))
+        self.params["factor"] = factor
+        return downsample(np.asarray(X, np.float32), factor)
+
+    def fit(self, X, y, *, seed: int = 0, voxel_mm: float = 2.0):
+        torch.set_num_threads(self.threads)
+        torch.manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        self.params["voxel_mm"] = voxel_mm
+        inputs = self._inputs(X)  # (N, 2, x, y, z)
+        y = np.asarray(y, np.float32)
+        window = self.params["window"]
+        brain = inputs.sum(axis=1).mean(axis=0) > self.params["mask_threshold"]
+        centres = np.argwhere(brain)
+        padded = np.pad(inputs, [(0, 0), (0, 0)] + [(window // 2, window // 2)] * 3)
+        self.network = LocalUNet(inputs.shape[1], self.params["widths"], float(y.mean()),
+                                 float(y.std() or 1.0))  # fmt:skip
+        optimiser = torch.optim.Adam(self.network.parameters(), lr=self.params["learning_rate"])
+        steps = self.params["steps"]
+        decay = int(self.params["aux_decay_fraction"] * steps)
+        self.history = []
+        for step in range(steps):
+            self.network.train()
+            who = rng.integers(0, len(y), self.params["batch_size"])
+            where = centres[rng.integers(0, len(centres), len(who))]
+            blocks = torch.as_tensor(np.stack([
+                padded[i, :, x:x + window, y:y + window, z:z + window]
+                for i, (x, y, z) in zip(who, where, strict=True)
+            ]))  # fmt:skip
+            mask = (blocks.sum(dim=1) > self.params["mask_threshold"]).float()
+            voxel, aux = self.network(blocks)
+            loss = local_loss(voxel, aux, torch.as_tensor(y[who]), mask, aux_weight(step, decay))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            if step % 50 == 0:
+                self.history.append({"step": step, "loss": loss.item()})
+        self.params["grid"] = list(np.asarray(X).shape[-3:])
+        return self
+
+    @torch.no_grad()
+    def predict_maps(self, X) -> np.ndarray:
+        """(N, 2, X, Y, Z) GM/WM maps → (N, X, Y, Z) local brain age on the same grid."""
+        torch.set_num_threads(self.threads)
+        self.network.eval()
+        inputs = self._inputs(X)
+        maps = []
+
+        def predict(blocks):
+            return self.network(torch.as_tensor(blocks))[0].numpy()
+
+        for volume in inputs:
+            coarse = sliding_window(volume, predict, self.params["window"], self.params["core"])
+            fine = F.interpolate(torch.as_tensor(coarse)[None, None],
+                                 scale_factor=self.params["factor"], mode="trilinear",
+                                 align_corners=False)[0, 0].numpy()  # fmt:skip
+            grid = np.asarray(X).shape[-3:]
+            maps.append(fine[: grid[0], : grid[1], : grid[2]])
+        return np.stack(maps)
+
+    def predict(self, X, mask: np.ndarray | None = None) -> np.ndarray:
+        """Global brain age: the mean local brain age inside the brain (seed 002 §2.4)."""
+        maps = self.predict_maps(X)
+        if mask is None:
+            mask = np.asarray(X).sum(axis=1).mean(axis=0) > self.params["mask_threshold"]
+        return maps[:, mask].mean(axis=1).astype(np.float64)
+
+    def state(self):
+        tensors = {k: v.detach().clone().contiguous() for k, v in
+                   self.network.state_dict().items()}  # fmt:skip
+        return tensors, {"network": self.params, "steps_run": self.params["steps"]}
+
+    @classmethod
+    def from_state(cls, tensors, params, threads: int = 1):
+        model = cls(params["network"], threads=threads)
+        model.network = LocalUNet(2, model.params["widths"])
+        model.network.load_state_dict(tensors)
+        model.network.eval()
+        return model
