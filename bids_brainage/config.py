@@ -75,6 +75,7 @@ class ModelSettings:
     control_labels: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROL_LABELS))
     max_epochs: int | None = None
     bundles: list[dict] = field(default_factory=list)  # resolved --model bundles, at run time
+    atlas: dict | None = None  # Harvard-Oxford labels on the template, when local maps are made
 
 
 @dataclass

@@ -82,11 +82,24 @@ def test_roi_and_voxelwise_find_the_planted_region(effect_run):
         assert image.with_name(image.name.replace(".nii.gz", ".json")).is_file()
 
 
+def test_population_importance_finds_the_planted_region(effect_run):
+    data, _, _ = effect_run
+    group = data["derivatives"] / "group"
+    _, mask, labels = map_geometry()
+    top = nib.load(next(group.glob("*desc-importancetop10_statmap.nii.gz"))).get_fdata() > 0
+    assert top.sum() == pytest.approx(0.1 * mask.sum(), rel=0.2)
+    assert (labels[top] == 2).mean() > 0.6  # mostly inside the region the model relies on
+    sidecar = json.loads(next(group.glob("*desc-importanceover60_statmap.json")).read_text())
+    assert "over 60" in sidecar["Description"] and sidecar["NumberOfMaps"] == 280
+    assert next(group.glob("*desc-importanceunder30_statmap.nii.gz"))
+
+
 def test_report_has_every_figure(effect_run):
     data, _, _ = effect_run
     page = (data["derivatives"] / "group.html").read_text()
     for figure in ("synthetic_scatter.png", "synthetic_pad.png", "synthetic_roc.png",
-                   "synthetic_reliability.png", "map_PTvsHCt.png", "map_icc.png"):  # fmt:skip
+                   "synthetic_reliability.png", "map_PTvsHCt.png", "map_icc.png",
+                   "map_importancetop10.png"):  # fmt:skip
         assert figure in page
         assert (data["derivatives"] / "group" / "figures" / figure).is_file()
     assert "Welch's t-test" in html.unescape(page) and "ICC(2,1)" in page

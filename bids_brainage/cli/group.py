@@ -158,6 +158,9 @@ def write_statistics(config: Config, results) -> list[Path]:
         written.append(write_stats_table(config, results.roi, "roi", STATS_COLUMNS))
     if results.voxelwise is not None:
         written += write_maps(config, results.voxelwise)
+    if results.importance is not None:
+        written += write_maps(config, results.importance, "occlusion maps of the participant "
+                              "level (*_desc-occlusion_brainage)")  # fmt:skip
     return written
 
 

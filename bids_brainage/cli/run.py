@@ -16,7 +16,9 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config
-from ..models.bundle import Bundle, BundleError, load_bundle, resolve_bundle
+from ..models.bundle import LOCAL_KINDS, Bundle, BundleError, load_bundle, resolve_bundle
+from ..utils.atlas import SOURCE as ATLAS_SOURCE
+from ..utils.atlas import harvard_oxford
 from ..utils.bids import (
     InputError,
     T1wScan,
@@ -242,6 +244,9 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     for bundle in bundles:
         bundle.check_contract(config.workflow.template)
     config.models.bundles = [describe_bundle(b) for b in bundles]
+    if any(b.kind in LOCAL_KINDS for b in bundles):
+        labels, names = harvard_oxford(template, execution.work_dir / "templates")
+        config.models.atlas = {"labels": str(labels), "names": names, "source": ATLAS_SOURCE}
     workflow = init_brainage_wf(config, scans)
     execution_settings = {
         "crashdump_dir": str(log_dir),

@@ -29,6 +29,7 @@ from .train import UNTRUSTWORTHY_FLAGS
 
 LOGGER = logging.getLogger("bids_brainage")
 LOCAL_MAP_SUFFIX = "_desc-local_brainage.nii.gz"
+OCCLUSION_SUFFIX = "_desc-occlusion_brainage.nii.gz"
 ROI_TABLE_SUFFIX = "_desc-roi_brainage.tsv"
 
 MODEL_COLUMNS = {
@@ -112,6 +113,7 @@ class GroupResults:
     models: dict[str, ModelAnalysis] = field(default_factory=dict)
     roi: pd.DataFrame | None = None
     voxelwise: dict | None = None
+    importance: dict | None = None
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     model_names: list[str] = field(default_factory=list)
@@ -321,6 +323,54 @@ def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
     return result
 
 
+def importance_statistics(scans: pd.DataFrame, config: Config):
+    """Population importance maps from the participants' occlusion maps (seeds 003 and 000).
+
+    Mean |change of predicted age| over participants (one scan each); the top 10 % of voxels
+    of the Gaussian-smoothed (sigma 1 voxel) mean; and the mean in the under-30 and over-60
+    participants (seed 000's comparison of young and old brains).
+    """
+    from scipy import ndimage
+
+    once = first_scans(scans)
+    paths = {}
+    for index, row in once.iterrows():
+        found = sorted(Path(row["qc_file"]).parent.glob(
+            Path(scan_prefix(row["qc_file"])).name + "_space-*" + OCCLUSION_SUFFIX))  # fmt:skip
+        if found:
+            paths[index] = found[0]
+    if not paths:
+        return None
+    first = nib.load(next(iter(paths.values())))
+    sums = {"all": np.zeros(first.shape[:3]), "under30": np.zeros(first.shape[:3]),
+            "over60": np.zeros(first.shape[:3])}  # fmt:skip
+    counts, failures = dict.fromkeys(sums, 0), []
+    for index, path in paths.items():
+        try:
+            values = np.abs(np.asarray(nib.load(path).dataobj, dtype=np.float64))
+            if values.shape != first.shape[:3]:
+                raise ValueError(f"grid {values.shape} differs from {first.shape[:3]}")
+        except Exception as err:  # noqa: BLE001 - one bad map is reported, the rest go on
+            failures.append(f"{path}: cannot be used ({err})")
+            continue
+        age = once.at[index, "age"]
+        for name, wanted in (("all", True), ("under30", pd.notna(age) and age < 30),
+                             ("over60", pd.notna(age) and age > 60)):  # fmt:skip
+            if wanted:
+                sums[name] += values
+                counts[name] += 1
+    maps = {f"importance{k}" if k != "all" else "importance": sums[k] / counts[k]
+            for k in sums if counts[k]}  # fmt:skip
+    mask = maps["importance"] > 0
+    smoothed = ndimage.gaussian_filter(maps["importance"], 1.0)
+    cut = np.percentile(smoothed[mask], 90) if mask.any() else np.inf
+    maps["importancetop10"] = ((smoothed >= cut) & mask).astype(np.float32)
+    match = re.search(r"_space-([A-Za-z0-9]+)(?:_res-([A-Za-z0-9]+))?", Path(path).name)
+    return {"maps": maps, "mask": mask, "affine": first.affine, "counts": counts,
+            "failures": failures, "space": match.group(1), "resolution": match.group(2),
+            "n_maps": counts["all"], "n_pairs": None}  # fmt:skip
+
+
 # --- the whole analysis ------------------------------------------------------------------------
 def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
     """Everything the group level computes, no file written."""
@@ -366,6 +416,7 @@ def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
         results.roi = roi_statistics(scans, primary.reference_mask, config)
         results.voxelwise = voxelwise_statistics(scans, primary.pairs, primary.reference_mask,
                                                  config)  # fmt:skip
+        results.importance = importance_statistics(scans[scans["age"].notna()], config)
     return results
 
 
@@ -389,7 +440,8 @@ def write_stats_table(config: Config, table: pd.DataFrame, desc: str, columns: d
     return _sink(config, staged, "stats", meta, desc=desc)
 
 
-def write_maps(config: Config, voxelwise: dict) -> list[Path]:
+def write_maps(config: Config, voxelwise: dict, sources: str = "local brain-age maps of the "
+               "participant level (*_desc-local_brainage)") -> list[Path]:  # fmt:skip
     staging = config.execution.work_dir / "group_staging"
     staging.mkdir(parents=True, exist_ok=True)
     written = []
@@ -397,11 +449,10 @@ def write_maps(config: Config, voxelwise: dict) -> list[Path]:
         staged = staging / f"{desc}_statmap.nii.gz"
         nib.Nifti1Image(np.nan_to_num(volume).astype(np.float32),
                         voxelwise["affine"]).to_filename(staged)  # fmt:skip
-        meta = {"Description": map_description(desc),
-                "Sources": "local brain-age maps of the participant level "
-                "(*_desc-local_brainage)",
-                "NumberOfMaps": voxelwise["n_maps"],
-                "RescanPairs": voxelwise["n_pairs"]}  # fmt:skip
+        meta = {"Description": map_description(desc), "Sources": sources,
+                "NumberOfMaps": voxelwise["n_maps"]}  # fmt:skip
+        if voxelwise.get("n_pairs") is not None:
+            meta["RescanPairs"] = voxelwise["n_pairs"]
         if desc == "agebias":
             meta.update(
                 AgeBins=voxelwise["bias_bins"], ReferenceMapsPerBin=voxelwise["bias_counts"]
@@ -412,6 +463,16 @@ def write_maps(config: Config, voxelwise: dict) -> list[Path]:
 
 
 def map_description(desc: str) -> str:
+    importance = {
+        "importance": "Population importance: mean over participants of |occlusion change of "
+                      "predicted age| (years)",
+        "importanceunder30": "Mean |occlusion change| (years) in participants under 30",
+        "importanceover60": "Mean |occlusion change| (years) in participants over 60",
+        "importancetop10": "Top 10 % voxels of the population importance map after Gaussian "
+                           "smoothing (sigma 1 voxel), seed 003; 1 inside, 0 outside",
+    }  # fmt:skip
+    if desc in importance:
+        return importance[desc]
     if desc == "agebias":
         return (
             "Mean local brain-PAD of the reference participants per 5-year age bin (seed 002 "

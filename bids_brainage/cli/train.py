@@ -22,6 +22,7 @@ from .. import __version__
 from ..config import Config
 from ..models.bundle import (
     INPUT_OF_KIND,
+    LOCAL_KINDS,
     NETWORK_KINDS,
     BundleError,
     contract_for,
@@ -31,6 +32,7 @@ from ..models.bundle import (
     save_bundle,
 )
 from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
+from ..models.local import LOCAL_DEFAULTS, LocalErrors
 from ..models.metrics import conformal_halfwidth
 from ..models.training import (
     COVERAGE,
@@ -150,11 +152,17 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
         return make_estimator(kind, affine=affine, settings=overrides, threads=threads)
 
     fractions = NETWORK_LEARNING_FRACTIONS if kind in NETWORK_KINDS else LEARNING_FRACTIONS
+    local_errors = None
+    if kind in LOCAL_KINDS:  # one fit per fold costs minutes: no learning curve
+        fractions = (1.0,)
+        local_errors = LocalErrors(X, y, X.sum(axis=1).mean(axis=0) > LOCAL_DEFAULTS[
+            "mask_threshold"])  # fmt:skip
     results = {}
     for split in splits:
         results[split] = cross_validate(
             make_model, X, y, participants, sites, split=split, n_splits=settings.cv_folds,
-            seed=seed, fractions=fractions if split == "random" else (1.0,))  # fmt:skip
+            seed=seed, fractions=fractions if split == "random" else (1.0,),
+            on_fold=local_errors if split == "random" else None)  # fmt:skip
         LOGGER.warning("%s split: MAE %.2f ± %.2f years over %d folds", split,
                        results[split]["metrics"]["mae"]["mean"],
                        results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
@@ -165,7 +173,28 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
     if kind in NETWORK_KINDS:
         card["final_fit"] = {"epochs_run": len(estimator.history),
                              "validation_mae": estimator.validation["mae"]}  # fmt:skip
-    return _write(config, scans, card, results, estimator=estimator)
+    extras = {}
+    if local_errors is not None:
+        card["local_cross_validation"] = {"split": "random", **local_errors.summary()}
+        extras = local_error_files(local_errors, affine)
+    return _write(config, scans, card, results, estimator=estimator, extras=extras)
+
+
+def local_error_files(errors, affine) -> dict[str, bytes]:
+    """The out-of-fold voxel-level MAE map as NIfTI and a figure, for the bundle."""
+    import nibabel as nib
+
+    from ..reports.models import voxel_map_figure
+    from ..stats.voxelwise import unmask
+
+    volume = unmask(errors.voxel_mae(), errors.mask)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "voxel_mae.nii.gz"
+        nib.Nifti1Image(volume, affine).to_filename(path)
+        figure = voxel_map_figure(volume, errors.mask, "Out-of-fold voxel-level MAE (years)",
+                                  Path(tmp) / "voxel_mae.png")  # fmt:skip
+        return {"voxel_mae.nii.gz": path.read_bytes(),
+                "figures/voxel_mae.png": figure.read_bytes()}  # fmt:skip
 
 
 def _train_ensemble(config, scans, card, splits, template) -> Path:
@@ -215,7 +244,7 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
     return _write(config, scans, card, results, members=[m.path for m in members])
 
 
-def _write(config, scans, card, results, *, estimator=None, members=None) -> Path:
+def _write(config, scans, card, results, *, estimator=None, members=None, extras=None) -> Path:
     card["version"] = __version__
     calibration = "site" if "site" in results else "random"
     residuals = results[calibration]["predicted"] - scans["age"].to_numpy(float)
@@ -228,7 +257,7 @@ def _write(config, scans, card, results, *, estimator=None, members=None) -> Pat
                                         if k not in ("predicted", "fold")}
                                 for split, r in results.items()}  # fmt:skip
     oof = oof_table(scans, results)
-    extras = {}
+    extras = dict(extras or {})
     with tempfile.TemporaryDirectory() as tmp:
         figures = model_figures(oof, card, Path(tmp))
         card["figures"] = figures

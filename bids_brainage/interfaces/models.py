@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     File,
@@ -53,4 +54,99 @@ class PredictBrainAge(SimpleInterface):
         self._results["out_table"] = out
         predicted = zip(table["model"], table["predicted_age"], strict=True)
         self._results["predictions"] = dict(predicted)
+        return runtime
+
+
+class _PredictLocalBrainAgeInputSpec(BaseInterfaceInputSpec):
+    modulated = InputMultiObject(File(exists=True), mandatory=True,
+                                 desc="template-space CSF, GM, WM modulated maps")  # fmt:skip
+    bundle = traits.Str(mandatory=True, desc="local-unet bundle folder")
+    template = traits.Dict(mandatory=True, desc="the template of the run (contract, brain mask)")
+    atlas = File(exists=True, mandatory=True, desc="Harvard-Oxford labels on the template grid")
+    atlas_names = traits.List(traits.Str, mandatory=True, desc="region names of labels 1..R")
+    age = traits.Either(None, traits.Float, usedefault=True, desc="chronological age")
+    threads = traits.Int(1, usedefault=True)
+
+
+class _PredictLocalBrainAgeOutputSpec(TraitedSpec):
+    local_map = File(exists=True, desc="local brain age (years), zero outside the brain")
+    pad_map = File(desc="local brain-PAD (years), when the age is known")
+    roi_table = File(exists=True, desc="whole-brain and per-ROI means")
+
+
+class PredictLocalBrainAge(SimpleInterface):
+    """A local-unet bundle on one scan: the local brain-age map, its PAD map and ROI means."""
+
+    input_spec = _PredictLocalBrainAgeInputSpec
+    output_spec = _PredictLocalBrainAgeOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from ..models.bundle import load_bundle
+        from ..models.inputs import ScanFeatures
+        from ..models.local import local_outputs
+
+        modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
+        features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("GM", "WM")})
+        bundle = load_bundle(self.inputs.bundle, template=self.inputs.template,
+                             threads=self.inputs.threads)  # fmt:skip
+        reference = nib.load(modulated["GM"])
+        mask = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
+        labels = np.asarray(nib.load(self.inputs.atlas).dataobj)
+        names = list(self.inputs.atlas_names)
+        local, pad, table = local_outputs(bundle.predict_local(features), mask, labels, names,
+                                          self.inputs.age)  # fmt:skip
+        for key, volume in (("local_map", local), ("pad_map", pad)):
+            if volume is not None:
+                path = os.path.join(runtime.cwd, f"{key}.nii.gz")
+                nib.Nifti1Image(volume, reference.affine).to_filename(path)
+                self._results[key] = path
+        self._results["roi_table"] = os.path.join(runtime.cwd, "roi.tsv")
+        table.to_csv(self._results["roi_table"], sep="\t", index=False, na_rep="n/a",
+                     float_format="%.4f")  # fmt:skip
+        return runtime
+
+
+class _OcclusionInputSpec(BaseInterfaceInputSpec):
+    modulated = InputMultiObject(File(exists=True), mandatory=True,
+                                 desc="template-space CSF, GM, WM modulated maps")  # fmt:skip
+    v2_tpl = File(exists=True, mandatory=True, desc="v2-normalised brain in template space")
+    bundle = traits.Str(mandatory=True, desc="a global bundle whose input is a volume")
+    template = traits.Dict(mandatory=True, desc="the template of the run (contract, brain mask)")
+    patch = traits.Int(16, usedefault=True, desc="patch edge in template voxels")
+    threads = traits.Int(1, usedefault=True)
+
+
+class _OcclusionOutputSpec(TraitedSpec):
+    out_map = File(exists=True, desc="change of predicted age when each region is hidden")
+
+
+class OcclusionImportance(SimpleInterface):
+    """Seed 000's occlusion map of one scan for one global model (batched patches)."""
+
+    input_spec = _OcclusionInputSpec
+    output_spec = _OcclusionOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        from ..models.bundle import INPUT_OF_KIND, load_bundle
+        from ..models.importance import occlusion_map
+        from ..models.inputs import ScanFeatures, load_inputs
+
+        modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
+        features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("GM", "WM")},
+                                t1w=self.inputs.v2_tpl)  # fmt:skip
+        bundle = load_bundle(self.inputs.bundle, template=self.inputs.template,
+                             threads=self.inputs.threads)  # fmt:skip
+        kind = INPUT_OF_KIND[bundle.kind]
+        volume = load_inputs(features, kind, bundle.card["contract"].get("grid"))
+        mask = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
+        importance, _ = occlusion_map(
+            volume, lambda batch: bundle.predict_inputs({kind: batch}), mask,
+            patch=self.inputs.patch, stride=self.inputs.patch)  # fmt:skip
+        out = os.path.join(runtime.cwd, "occlusion.nii.gz")
+        nib.Nifti1Image(importance, nib.load(modulated["GM"]).affine).to_filename(out)
+        self._results["out_map"] = out
         return runtime

@@ -27,10 +27,11 @@ from .inputs import NORMALISATION, ContractError, ScanFeatures, check_contract, 
 FORMAT = "bids_brainage-bundle"
 FORMAT_VERSION = 1
 KINDS = ("hist-linear", "hist-gbm", "tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm",
-         "ensemble")  # fmt:skip
+         "local-unet", "ensemble")  # fmt:skip
 NETWORK_KINDS = ("slice-cnn", "resnet3d", "resnet2d-lstm")
+LOCAL_KINDS = ("local-unet",)
 INPUT_OF_KIND = {"hist-linear": "histogram", "hist-gbm": "histogram", "tissue-linear": "tissue",
-                 **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
+                 "local-unet": "tissue", **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
 DEFAULT_BUNDLE = "default"
 
 
@@ -71,6 +72,11 @@ def make_estimator(kind: str, *, affine=None, settings: dict | None = None, thre
         from .deep import DeepAgeModel
 
         return DeepAgeModel(kind, affine=affine, settings=settings, threads=threads)
+    if kind in LOCAL_KINDS:
+        from .local import LocalAgeModel
+
+        voxel_mm = float(abs(np.asarray(affine)[0, 0])) if affine is not None else 2.0
+        return LocalAgeModel(settings, threads=threads, voxel_mm=voxel_mm)
     raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
 
 
@@ -115,6 +121,11 @@ class Bundle:
         for member in self.members:
             member.check_contract(template)
 
+    def predict_local(self, features: ScanFeatures) -> np.ndarray:
+        """The local brain-age map of one scan on the template grid (local kinds only)."""
+        grid = self.card["contract"].get("grid")
+        return self.estimator.predict_maps(load_inputs(features, "tissue", grid)[None])[0]
+
     def predict_scan(self, features: ScanFeatures) -> float:
         grid = self.card["contract"].get("grid")
         inputs = {kind: load_inputs(features, kind, grid)[None] for kind in self.inputs_needed()}
@@ -148,7 +159,7 @@ def save_bundle(
     elif kind == "hist-gbm":
         (tmp / "model.skops").write_bytes(estimator.to_skops())
         card["params"] = {"best": estimator.best}
-    elif kind in NETWORK_KINDS:
+    elif kind in NETWORK_KINDS or kind in LOCAL_KINDS:
         from safetensors.torch import save_file
 
         tensors, params = estimator.state()
@@ -219,6 +230,12 @@ def load_bundle(path: Path, *, template: dict | None = None, threads: int = 1) -
 
         estimator = DeepAgeModel.from_state(kind, load_file(str(weights)), card["params"],
                                             threads=threads)  # fmt:skip
+    elif kind in LOCAL_KINDS:
+        from safetensors.torch import load_file
+
+        from .local import LocalAgeModel
+
+        estimator = LocalAgeModel.from_state(load_file(str(weights)), card["params"], threads)
     else:
         from safetensors.numpy import load_file
 

@@ -28,6 +28,15 @@ BRAINAGE_COLUMNS = {
 }  # fmt:skip
 
 
+ROI_COLUMNS = {
+    "roi": {"Description": "Harvard-Oxford region, or 'Whole brain' (the global average)"},
+    "n_voxels": {"Description": "Template voxels in the region"},
+    "mean_local_brainage": {"Description": "Mean local brain age in the region", "Units": "year"},
+    "mean_local_pad": {"Description": "Mean local brain-PAD (local brain age - chronological "
+                       "age), uncorrected; n/a without an age", "Units": "year"},
+}  # fmt:skip
+
+
 def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None):
     """One row per bundle: prediction, conformal interval, chronological age and brain-PAD."""
     rows = []

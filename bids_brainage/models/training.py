@@ -52,13 +52,15 @@ def cross_validate(
     n_splits: int = 5,
     seed: int = 0,
     fractions=(1.0,),
+    on_fold=None,
 ) -> dict:
     """Out-of-fold predictions and per-fold metrics of freshly fitted models.
 
     ``fractions`` < 1 refit on a random part of each training fold (the learning curve); the
     test folds stay the same. Returns metrics summarised over folds, the pooled out-of-fold
     predictions, and the coverage of split-conformal intervals: each fold's half-width comes
-    from the other folds' residuals only.
+    from the other folds' residuals only. ``on_fold(model, test)`` is called with every fold's
+    full-size model (local models use it to collect their out-of-fold maps).
     """
     y = np.asarray(y, float)
     folds = outer_folds(participants, sites, split, n_splits, seed)
@@ -73,6 +75,8 @@ def cross_validate(
             model = make_model().fit(X[train], y[train], seed=seed + k)
             predicted[test] = model.predict(X[test])
             fold_of[test] = k
+            if on_fold is not None and fraction == 1.0:
+                on_fold(model, test)
         maes = [
             np.mean(np.abs(predicted[fold_of == k] - y[fold_of == k])) for k in range(len(folds))
         ]

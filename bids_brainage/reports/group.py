@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from ..stats.analysis import first_scans, group_order, is_control  # noqa: E402
 from ..stats.compare import roc_curve_points  # noqa: E402
 from ..utils.io import write_text_atomic  # noqa: E402
-from .models import _save  # noqa: E402
+from .models import _save, voxel_map_figure  # noqa: E402
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
          "collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 7px;font-size:90%}"
@@ -93,26 +93,6 @@ def _reliability_figure(scans: pd.DataFrame, pairs: pd.DataFrame, row, target: P
                 title="Bland-Altman (mean, 95 % limits)")  # fmt:skip
     axes[0].legend(fontsize=8)
     return _save(fig, target)
-
-
-def _map_figure(volume: np.ndarray, mask: np.ndarray, title: str, target: Path,
-                symmetric: bool = True) -> Path:  # fmt:skip
-    volume = np.where(mask, volume, np.nan)
-    finite = volume[np.isfinite(volume)]
-    limit = np.nanpercentile(np.abs(finite), 98) if finite.size else 1.0
-    vmin, vmax = (-limit, limit) if symmetric else (np.nanmin(finite), np.nanmax(finite))
-    centre = [int(np.mean(idx)) for idx in np.nonzero(mask)]
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.4))
-    cuts = (volume[centre[0]], volume[:, centre[1]], volume[:, :, centre[2]])
-    for ax, cut in zip(axes, cuts, strict=True):
-        image = ax.imshow(np.rot90(cut), cmap="RdBu_r" if symmetric else "viridis",
-                          vmin=vmin, vmax=vmax)  # fmt:skip
-        ax.axis("off")
-    fig.colorbar(image, ax=list(axes), shrink=0.8)
-    fig.suptitle(title)
-    fig.savefig(target, dpi=90, metadata={"Software": None})
-    plt.close(fig)
-    return target
 
 
 def _table(frame: pd.DataFrame, columns: list[str]) -> str:
@@ -255,9 +235,20 @@ def write_group_report(results, config, written: list[Path]) -> Path:
                 continue
             shown = volume[..., 0] if volume.ndim == 4 else volume
             title = desc if volume.ndim == 3 else f"{desc} (age bin {vox['bias_bins'][0]})"
-            parts.append(img(_map_figure(shown, vox["mask"], title, figures / f"map_{desc}.png",
-                                         symmetric=desc != "icc"), desc))  # fmt:skip
+            figure = voxel_map_figure(shown, vox["mask"], title, figures / f"map_{desc}.png",
+                                      symmetric=desc != "icc")  # fmt:skip
+            parts.append(img(figure, desc))
         for failure in vox["failures"]:
+            parts.append(f'<p class="note">{html.escape(failure)}</p>')
+        sections.append("".join(parts))
+    if results.importance is not None:
+        imp = results.importance
+        parts = [f"<h2>Population importance ({imp['n_maps']} occlusion maps; "
+                 f"{imp['counts']['under30']} under 30, {imp['counts']['over60']} over 60)</h2>"]
+        for desc, volume in imp["maps"].items():
+            figure = voxel_map_figure(volume, imp["mask"], desc, figures / f"map_{desc}.png")
+            parts.append(img(figure, desc))
+        for failure in imp["failures"]:
             parts.append(f'<p class="note">{html.escape(failure)}</p>')
         sections.append("".join(parts))
     sections.append("<h2>Methods</h2>" + methods_paragraph(results, config))

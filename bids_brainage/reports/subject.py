@@ -117,6 +117,18 @@ def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, st
     target = figures / f"{stem}_desc-histogram_T1w.png"
     _histogram_figure(t1w, v1, v2, mask, peaks, target)
     out["histogram"] = target
+    maps = (("local", "local brain age (years)"),
+            ("localpad", "local brain-PAD (years, uncorrected)"),
+            ("occlusion", "occlusion importance (change of predicted age, years)"))  # fmt:skip
+    for desc, title in maps:
+        path = anat / f"{stem}_space-{space}_res-{template_res}_desc-{desc}_brainage.nii.gz"
+        if path.exists():
+            from .models import voxel_map_figure
+
+            volume = _load(path)
+            target = figures / f"{stem}_space-{space}_desc-{desc}_brainage.png"
+            out[title] = voxel_map_figure(volume, volume != 0, title, target,
+                                          symmetric=desc != "local")  # fmt:skip
     return out
 
 

@@ -135,6 +135,12 @@ def _write_local_map(out, ents, predicted, patient, effect, rng, geometry, voxel
     entities = {**ents, "space": MAP_SPACE, "resolution": f"{voxel_mm:g}", "desc": "local",
                 "suffix": "brainage", "extension": ".nii.gz"}  # fmt:skip
     nib.Nifti1Image(local, affine).to_filename(out / derivative_path(entities))
+    # an occlusion map: the (planted) model relies on the right region only
+    occlusion = rng.normal(0, 0.2, mask.shape).astype(np.float32)
+    occlusion[labels == 2] -= 3.0
+    occlusion[~mask] = 0
+    nib.Nifti1Image(occlusion, affine).to_filename(
+        out / derivative_path({**entities, "desc": "occlusion"}))
     rois = pd.DataFrame([{"roi": name, "n_voxels": int((labels == value).sum()),
                           "mean_local_brainage": round(float(local[labels == value].mean()), 4)}
                          for value, name in ((1, "Left region"), (2, "Right region"),

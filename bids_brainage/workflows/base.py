@@ -12,7 +12,7 @@ from ..config import Config
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
 from .anatomical import init_anat_preproc_wf
-from .models import init_brainage_prediction_wf
+from .models import init_brainage_prediction_wf, local_bundle, occlusion_bundle
 from .outputs import init_anat_derivatives_wf
 
 
@@ -85,9 +85,14 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     }
     scan_info.update(source=relative, site=scan.site, site_source=scan.site_source)
     assemble_qc = pe.Node(AssembleQC(scan=scan_info, template=template), name="assemble_qc")
+    with_local = local_bundle(config.models.bundles) is not None
+    with_occlusion = occlusion_bundle(config.models.bundles) is not None
     anat_derivatives_wf = init_anat_derivatives_wf(
         entities=scan.entities,
         with_brainage=bool(config.models.bundles),
+        with_local=with_local,
+        with_occlusion=with_occlusion,
+        with_local_pad=scan.age is not None,
         source_file=f"bids:raw:{relative}",
         template=template,
         staging_dir=execution.work_dir / "staging",
@@ -96,7 +101,7 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     bundles = config.models.bundles
     if bundles:
         prediction_wf = init_brainage_prediction_wf(
-            bundles=bundles, template=template, age=scan.age,
+            bundles=bundles, template=template, age=scan.age, atlas=config.models.atlas,
             threads=config.nipype.omp_nthreads)  # fmt:skip
         workflow.connect([
             (anat_preproc_wf, prediction_wf, [
@@ -105,6 +110,14 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
                 ("outputnode.v2_tpl", "inputnode.v2_tpl")]),
             (prediction_wf, anat_derivatives_wf, [("outputnode.brainage", "inputnode.brainage")]),
         ])  # fmt:skip
+        if with_occlusion:
+            workflow.connect([(prediction_wf, anat_derivatives_wf, [
+                ("outputnode.occlusion_map", "inputnode.occlusion_map")])])
+        if with_local:
+            local_outputs = ["local_map", "roi_table"] + (["pad_map"] if scan.age is not None
+                                                          else [])  # fmt:skip
+            workflow.connect([(prediction_wf, anat_derivatives_wf, [
+                (f"outputnode.{f}", f"inputnode.{f}") for f in local_outputs])])
     products = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
                 "modulated", "histogram", "volumes"]  # fmt:skip
     workflow.connect([

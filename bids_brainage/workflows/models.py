@@ -5,7 +5,21 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.models import PredictBrainAge
+from ..interfaces.models import OcclusionImportance, PredictBrainAge, PredictLocalBrainAge
+
+LOCAL_KINDS = ("local-unet",)
+VOLUME_KINDS = ("tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm")
+OCCLUSION_MM = 32.0  # cube edge: about 150 cubes cover a brain, a few seconds per scan
+
+
+def occlusion_bundle(bundles: list[dict]) -> dict | None:
+    """The global model whose occlusion map is drawn: the first one with a volume input."""
+    return next((b for b in bundles if b["kind"] in VOLUME_KINDS), None)
+
+
+def local_bundle(bundles: list[dict]) -> dict | None:
+    """The bundle that draws the local maps: the first local kind selected, if any."""
+    return next((b for b in bundles if b["kind"] in LOCAL_KINDS), None)
 
 
 def init_brainage_prediction_wf(
@@ -13,6 +27,7 @@ def init_brainage_prediction_wf(
     bundles: list[dict],
     template: dict,
     age: float | None,
+    atlas: dict | None = None,
     threads: int = 1,
     name: str = "brainage_prediction_wf",
 ):
@@ -28,6 +43,9 @@ def init_brainage_prediction_wf(
     -------
     brainage
         TSV, one row per bundle
+    local_map, pad_map, roi_table
+        with a local-unet bundle: local brain age, local brain-PAD (when the age is known) and
+        whole-brain / Harvard-Oxford ROI means
     """
     workflow = pe.Workflow(name=name)
     described = "; ".join(
@@ -41,7 +59,8 @@ def init_brainage_prediction_wf(
     )
     inputnode = pe.Node(niu.IdentityInterface(fields=["histogram", "modulated", "v2_tpl"]),
                         name="inputnode")  # fmt:skip
-    outputnode = pe.Node(niu.IdentityInterface(fields=["brainage"]), name="outputnode")
+    outputs = ["brainage", "local_map", "pad_map", "roi_table", "occlusion_map"]
+    outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     predict = pe.Node(
         PredictBrainAge(bundles=[b["path"] for b in bundles], template=template, age=age,
                         threads=threads),
@@ -52,4 +71,37 @@ def init_brainage_prediction_wf(
                               ("v2_tpl", "v2_tpl")]),
         (predict, outputnode, [("out_table", "brainage")]),
     ])  # fmt:skip
+    occluded = occlusion_bundle(bundles)
+    if occluded is not None:
+        workflow.__desc__ += (
+            f" An occlusion map of {occluded['name']} (Cole et al.'s occlusion analysis, as in "
+            "seed 000) records the change of the predicted age when each 32 mm cube of the "
+            "input is set to zero, averaged over the cubes covering a voxel."
+        )
+        occlusion = pe.Node(OcclusionImportance(
+            bundle=occluded["path"], template=template, threads=threads,
+            patch=max(4, round(OCCLUSION_MM / float(template["resolution"])))),
+            name="occlusion")  # fmt:skip
+        workflow.connect([
+            (inputnode, occlusion, [("modulated", "modulated"), ("v2_tpl", "v2_tpl")]),
+            (occlusion, outputnode, [("out_map", "occlusion_map")]),
+        ])  # fmt:skip
+    local = local_bundle(bundles)
+    if local is not None:
+        workflow.__desc__ += (
+            f" Local (voxel-wise) brain age was predicted with {local['name']}, a U-Net after "
+            "Popescu et al. (2021) applied to the GM and WM maps in overlapping blocks, and "
+            f"averaged over the regions of the {atlas['source']}."
+        )
+        predict_local = pe.Node(
+            PredictLocalBrainAge(bundle=local["path"], template=template, age=age,
+                                 atlas=atlas["labels"], atlas_names=atlas["names"],
+                                 threads=threads),
+            name="predict_local",
+        )  # fmt:skip
+        workflow.connect([
+            (inputnode, predict_local, [("modulated", "modulated")]),
+            (predict_local, outputnode, [("local_map", "local_map"), ("pad_map", "pad_map"),
+                                         ("roi_table", "roi_table")]),
+        ])  # fmt:skip
     return workflow

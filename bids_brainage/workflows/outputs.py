@@ -8,7 +8,7 @@ from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
 from ..interfaces.bids import CommitDerivatives, DerivativesDataSink
-from ..models.predict import BRAINAGE_COLUMNS
+from ..models.predict import BRAINAGE_COLUMNS, ROI_COLUMNS
 from ..utils.templates import TISSUES
 
 TISSUE_LEVELS = {"1": "CSF", "2": "GM", "3": "WM"}
@@ -46,6 +46,9 @@ def init_anat_derivatives_wf(
     staging_dir: Path,
     output_dir: Path,
     with_brainage: bool = False,
+    with_local: bool = False,
+    with_local_pad: bool = False,
+    with_occlusion: bool = False,
     name: str = "anat_derivatives_wf",
 ) -> pe.Workflow:
     """Stage a scan's derivatives, then commit them to OUTPUT_DIR together.
@@ -61,7 +64,8 @@ def init_anat_derivatives_wf(
         the files written into OUTPUT_DIR
     """
     fields = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
-              "modulated", "histogram", "volumes", "qc", "brainage"]  # fmt:skip
+              "modulated", "histogram", "volumes", "qc", "brainage", "local_map", "pad_map",
+              "roi_table", "occlusion_map"]  # fmt:skip
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
@@ -110,6 +114,26 @@ def init_anat_derivatives_wf(
     if with_brainage:
         sinks.append(("ds_brainage", "brainage", None, {"suffix": "brainage",
                       "extension": ".tsv"}, entities, BRAINAGE_COLUMNS))  # fmt:skip
+    if with_local:
+        local_meta = {**in_template, "Units": "year", "Description": "Local brain age "
+                      "(U-Net, Popescu et al. 2021) at every brain voxel; 0 outside the brain"}
+        sinks += [
+            ("ds_local_map", "local_map", None,
+             {**space, "desc": "local", "suffix": "brainage"}, tpl_ents, local_meta),
+            ("ds_roi_table", "roi_table", None,
+             {"desc": "roi", "suffix": "brainage", "extension": ".tsv"}, entities, ROI_COLUMNS),
+        ]
+    if with_occlusion:
+        sinks.append(("ds_occlusion_map", "occlusion_map", None,
+                      {**space, "desc": "occlusion", "suffix": "brainage"}, tpl_ents,
+                      {**in_template, "Units": "year", "Description": "Occlusion importance: "
+                       "change of the global predicted age when a 32 mm cube around the voxel "
+                       "is set to zero (mean over the cubes covering it); 0 outside the brain"}))
+    if with_local and with_local_pad:
+        sinks.append(("ds_pad_map", "pad_map", None,
+                      {**space, "desc": "localpad", "suffix": "brainage"}, tpl_ents,
+                      {**in_template, "Units": "year", "Description": "Local brain-PAD: local "
+                       "brain age minus chronological age, uncorrected; 0 outside the brain"}))
     gather = pe.Node(niu.Merge(2 * len(sinks) + 1), name="gather", run_without_submitting=True)
     for index, (node_name, field, item, settings, ents, sidecar) in enumerate(sinks):
         settings = dict(settings)
