@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import socket
 from pathlib import Path
 
@@ -10,6 +11,11 @@ import numpy as np
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ixi-hh-2mm"
+
+# ITK reads its thread count once, when it first runs in a process; tests that call ANTs in the
+# pytest process itself (before a run's own limit is set) must not leave it multi-threaded, or
+# later in-process runs lose their byte-for-byte reproducibility (threaded sums).
+os.environ.setdefault("ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
