@@ -186,21 +186,35 @@ class LocalAgeModel:
         self.last_maps = None
 
     def _inputs(self, X) -> np.ndarray:
+        """Downsampled to ``input_mm`` and scaled per channel by the training brain's mean and
+        SD (modulated maps are small numbers; unscaled, the network settles on the mean age).
+        """
         factor = max(1, round(self.params["input_mm"] / self.params.get("voxel_mm", 2.0)))
         self.params["factor"] = factor
-        return downsample(np.asarray(X, np.float32), factor)
+        inputs = downsample(np.asarray(X, np.float32), factor)
+        if "input_mean" not in self.params:
+            brain = inputs.sum(axis=1).mean(axis=0) > self.params["mask_threshold"]
+            values = inputs[:, :, brain]
+            self.params["input_mean"] = [float(v) for v in values.mean(axis=(0, 2))]
+            self.params["input_sd"] = [float(v) or 1.0 for v in values.std(axis=(0, 2))]
+        mean = np.asarray(self.params["input_mean"], np.float32)[:, None, None, None]
+        sd = np.asarray(self.params["input_sd"], np.float32)[:, None, None, None]
+        return (inputs - mean) / sd
 
     def fit(self, X, y, *, seed: int = 0):
         """``epochs`` passes of ``batch_size`` random blocks per training scan."""
         torch.set_num_threads(self.threads)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        inputs = self._inputs(X)  # (N, 2, x, y, z)
+        self.params.pop("input_mean", None)
+        inputs = self._inputs(X)  # (N, 2, x, y, z), scaled
+        inside = self.brain_masks(X)  # (N, x, y, z), each scan's own brain
         y = np.asarray(y, np.float32)
         window = self.params["window"]
-        brain = inputs.sum(axis=1).mean(axis=0) > self.params["mask_threshold"]
-        centres = np.argwhere(brain)
-        padded = np.pad(inputs, [(0, 0), (0, 0)] + [(window // 2, window // 2)] * 3)
+        centres = np.argwhere(inside.mean(axis=0) > 0.5)
+        half = [(window // 2, window // 2)] * 3
+        padded = np.pad(inputs, [(0, 0), (0, 0), *half])
+        padded_inside = np.pad(inside, [(0, 0), *half])
         self.network = LocalUNet(inputs.shape[1], self.params["widths"], float(y.mean()),
                                  float(y.std() or 1.0))  # fmt:skip
         optimiser = torch.optim.Adam(self.network.parameters(), lr=self.params["learning_rate"])
@@ -213,11 +227,13 @@ class LocalAgeModel:
             self.network.train()
             who = rng.integers(0, len(y), self.params["batch_size"])
             where = centres[rng.integers(0, len(centres), len(who))]
+            corners = list(zip(who, where, strict=True))
             blocks = torch.as_tensor(np.stack([
-                padded[i, :, x:x + window, y:y + window, z:z + window]
-                for i, (x, y, z) in zip(who, where, strict=True)
-            ]))  # fmt:skip
-            mask = (blocks.sum(dim=1) > self.params["mask_threshold"]).float()
+                padded[i, :, cx:cx + window, cy:cy + window, cz:cz + window]
+                for i, (cx, cy, cz) in corners]))  # fmt:skip
+            mask = torch.as_tensor(np.stack([
+                padded_inside[i, cx:cx + window, cy:cy + window, cz:cz + window]
+                for i, (cx, cy, cz) in corners]), dtype=torch.float32)  # fmt:skip
             voxel, aux = self.network(blocks)
             loss = local_loss(voxel, aux, torch.as_tensor(y[who]), mask, aux_weight(step, decay))
             optimiser.zero_grad()
@@ -227,6 +243,11 @@ class LocalAgeModel:
                 self.history.append({"step": step, "loss": loss.item()})
         self.params["grid"] = list(np.asarray(X).shape[-3:])
         return self
+
+    def brain_masks(self, X) -> np.ndarray:
+        """Each scan's brain on the downsampled grid: GM + WM above ``mask_threshold``."""
+        raw = downsample(np.asarray(X, np.float32), self.params["factor"])
+        return raw.sum(axis=1) > self.params["mask_threshold"]
 
     @torch.no_grad()
     def predict_maps(self, X) -> np.ndarray:
@@ -252,9 +273,10 @@ class LocalAgeModel:
         """Global brain age: the mean local brain age inside the brain (seed 002 §2.4)."""
         maps = self.predict_maps(X)
         self.last_maps = maps  # cross-validation reads the maps behind the last prediction
-        if mask is None:
-            mask = np.asarray(X).sum(axis=1).mean(axis=0) > self.params["mask_threshold"]
-        return maps[:, mask].mean(axis=1).astype(np.float64)
+        inside = np.asarray(X).sum(axis=1) > self.params["mask_threshold"]
+        if mask is not None:
+            inside = inside & mask
+        return np.array([m[i].mean() for m, i in zip(maps, inside, strict=True)], np.float64)
 
     def state(self):
         tensors = {k: v.detach().clone().contiguous() for k, v in
