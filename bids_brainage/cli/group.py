@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 
 from ..config import Config
-from ..interfaces.bids import DerivativesDataSink
 from ..models.bundle import BundleError
 from ..models.inputs import ContractError
 from ..reports.group import write_group_report
@@ -26,7 +25,9 @@ from .statistics import (
     analyse,
     describe_results,
     model_columns,
+    staging_dir,
     write_maps,
+    write_staged,
     write_stats_table,
 )
 
@@ -115,20 +116,11 @@ def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
 
 def write_table(table: pd.DataFrame, config: Config, suffix: str, columns: dict) -> Path:
     """Write a group TSV and its column sidecar through the one derivatives writer."""
-    staging = config.execution.work_dir / "group_staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    tsv = staging / f"{suffix}.tsv"
+    tsv = staging_dir(config) / f"{suffix}.tsv"
     table = table[[c for c in table.columns if c in columns]]
     table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
-    sink = DerivativesDataSink(
-        base_directory=str(config.execution.output_dir),
-        entities={},
-        suffix=suffix,
-        extension=".tsv",
-        in_file=str(tsv),
-        meta_dict={k: v for k, v in columns.items() if k in table.columns},
-    )
-    return Path(sink.run().outputs.out_file)
+    return write_staged(config, tsv, suffix, {k: v for k, v in columns.items()
+                                              if k in table.columns})  # fmt:skip
 
 
 def check_query(config: Config, table: pd.DataFrame) -> None:

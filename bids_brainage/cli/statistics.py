@@ -264,26 +264,42 @@ def roi_statistics(scans: pd.DataFrame, reference_mask: pd.Series | None, config
     return table
 
 
+def scan_maps(scans: pd.DataFrame, suffix: str) -> dict:
+    """Each scan's template-space map ending in ``suffix`` (the first, if several), by row."""
+    paths = {}
+    for index, row in scans.iterrows():
+        stem = Path(scan_prefix(row["qc_file"]))
+        found = sorted(stem.parent.glob(stem.name + "_space-*" + suffix))
+        if found:
+            paths[index] = str(found[0])
+    return paths
+
+
+def first_readable(paths) -> tuple[str, nib.Nifti1Image, np.ndarray] | None:
+    """The first map that loads: it gives the grid (the unreadable ones are reported later)."""
+    for path in paths:
+        try:
+            image = nib.load(path)
+            return path, image, np.asarray(image.dataobj, dtype=np.float32)
+        except Exception:  # noqa: BLE001 - nibabel raises many kinds on corrupt files
+            continue
+    return None
+
+
+def space_of(path: str) -> tuple[str, str | None]:
+    """The space- and res- entities of a template-space file name."""
+    match = re.search(r"_space-([A-Za-z0-9]+)(?:_res-([A-Za-z0-9]+))?", Path(path).name)
+    return match.group(1), match.group(2)
+
+
 def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
                          reference_mask: pd.Series | None, config: Config):  # fmt:skip
     """Welch t/d/p maps between groups, ICC map over rescans, age-bin bias maps (seed 002)."""
-    paths = {}
-    for index, row in scans.iterrows():
-        found = sorted(Path(row["qc_file"]).parent.glob(
-            Path(scan_prefix(row["qc_file"])).name + "_space-*" + LOCAL_MAP_SUFFIX))  # fmt:skip
-        if found:
-            paths[index] = str(found[0])
-    if not paths:
+    paths = scan_maps(scans, LOCAL_MAP_SUFFIX)
+    readable = first_readable(paths.values())
+    if readable is None:
         return None
-    for path in paths.values():  # the grid and mask come from the first readable map
-        try:
-            first = nib.load(path)
-            data = np.asarray(first.dataobj, dtype=np.float32)
-            break
-        except Exception:  # noqa: BLE001 - refused again, by name, when accumulated
-            continue
-    else:
-        return None
+    path, first, data = readable
     mask = np.isfinite(data) & (data != 0)  # local maps are zero outside the template brain
     labels = config.models.control_labels
     reference = set(reference_mask[reference_mask].index) if reference_mask is not None else set()
@@ -296,11 +312,10 @@ def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
     map_pairs = [PairRecord(paths[p.first], paths[p.second]) for p in pairs.itertuples()
                  if p.first in paths and p.second in paths]  # fmt:skip
     sums = accumulate_maps(records, map_pairs, mask, first.affine, config.nipype.nprocs)
+    space, resolution = space_of(path)
     result = {"mask": mask, "affine": first.affine, "maps": {}, "failures": sums.failures,
-              "space": Path(path).name, "n_maps": len(records),
+              "space": space, "resolution": resolution, "n_maps": len(records),
               "n_pairs": sums.pairs}  # fmt:skip
-    match = re.search(r"_space-([A-Za-z0-9]+)(?:_res-([A-Za-z0-9]+))?", result["space"])
-    result["space"], result["resolution"] = match.group(1), match.group(2)
     if sums.reference_counts:
         bins = sums.bias_maps()
         result["bias_bins"] = [age_bin_label(b) for b in bins]
@@ -333,15 +348,11 @@ def importance_statistics(scans: pd.DataFrame, config: Config):
     from scipy import ndimage
 
     once = first_scans(scans)
-    paths = {}
-    for index, row in once.iterrows():
-        found = sorted(Path(row["qc_file"]).parent.glob(
-            Path(scan_prefix(row["qc_file"])).name + "_space-*" + OCCLUSION_SUFFIX))  # fmt:skip
-        if found:
-            paths[index] = found[0]
-    if not paths:
+    paths = scan_maps(once, OCCLUSION_SUFFIX)
+    readable = first_readable(paths.values())
+    if readable is None:
         return None
-    first = nib.load(next(iter(paths.values())))
+    first_path, first, _ = readable
     sums = {"all": np.zeros(first.shape[:3]), "under30": np.zeros(first.shape[:3]),
             "over60": np.zeros(first.shape[:3])}  # fmt:skip
     counts, failures = dict.fromkeys(sums, 0), []
@@ -365,9 +376,9 @@ def importance_statistics(scans: pd.DataFrame, config: Config):
     smoothed = ndimage.gaussian_filter(maps["importance"], 1.0)
     cut = np.percentile(smoothed[mask], 90) if mask.any() else np.inf
     maps["importancetop10"] = ((smoothed >= cut) & mask).astype(np.float32)
-    match = re.search(r"_space-([A-Za-z0-9]+)(?:_res-([A-Za-z0-9]+))?", Path(path).name)
+    space, resolution = space_of(first_path)
     return {"maps": maps, "mask": mask, "affine": first.affine, "counts": counts,
-            "failures": failures, "space": match.group(1), "resolution": match.group(2),
+            "failures": failures, "space": space, "resolution": resolution,
             "n_maps": counts["all"], "n_pairs": None}  # fmt:skip
 
 
@@ -421,7 +432,8 @@ def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
 
 
 # --- writing -----------------------------------------------------------------------------------
-def _sink(config: Config, staged: Path, suffix: str, meta: dict, **entities) -> Path:
+def write_staged(config: Config, staged: Path, suffix: str, meta: dict, **entities) -> Path:
+    """Copy a staged group file (and its sidecar) into OUTPUT_DIR under its BIDS name."""
     extension = ".nii.gz" if staged.name.endswith(".nii.gz") else staged.suffix
     sink = DerivativesDataSink(base_directory=str(config.execution.output_dir),
                                entities={k: v for k, v in entities.items() if v},
@@ -430,20 +442,25 @@ def _sink(config: Config, staged: Path, suffix: str, meta: dict, **entities) -> 
     return Path(sink.run().outputs.out_file)
 
 
-def write_stats_table(config: Config, table: pd.DataFrame, desc: str, columns: dict) -> Path:
+def staging_dir(config: Config) -> Path:
+    """Where group outputs are written before the derivatives writer copies them in."""
     staging = config.execution.work_dir / "group_staging"
     staging.mkdir(parents=True, exist_ok=True)
+    return staging
+
+
+def write_stats_table(config: Config, table: pd.DataFrame, desc: str, columns: dict) -> Path:
+    staging = staging_dir(config)
     table = table[[c for c in columns if c in table.columns]]
     staged = staging / f"{desc}_stats.tsv"
     table.to_csv(staged, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     meta = {c: {"Description": d} for c, d in columns.items() if c in table.columns}
-    return _sink(config, staged, "stats", meta, desc=desc)
+    return write_staged(config, staged, "stats", meta, desc=desc)
 
 
 def write_maps(config: Config, voxelwise: dict, sources: str = "local brain-age maps of the "
                "participant level (*_desc-local_brainage)") -> list[Path]:  # fmt:skip
-    staging = config.execution.work_dir / "group_staging"
-    staging.mkdir(parents=True, exist_ok=True)
+    staging = staging_dir(config)
     written = []
     for desc, volume in voxelwise["maps"].items():
         staged = staging / f"{desc}_statmap.nii.gz"
@@ -457,7 +474,7 @@ def write_maps(config: Config, voxelwise: dict, sources: str = "local brain-age 
             meta.update(
                 AgeBins=voxelwise["bias_bins"], ReferenceMapsPerBin=voxelwise["bias_counts"]
             )
-        written.append(_sink(config, staged, "statmap", meta, space=voxelwise["space"],
+        written.append(write_staged(config, staged, "statmap", meta, space=voxelwise["space"],
                              resolution=voxelwise["resolution"], desc=desc))  # fmt:skip
     return written
 

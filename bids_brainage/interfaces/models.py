@@ -57,6 +57,18 @@ class PredictBrainAge(SimpleInterface):
         return runtime
 
 
+def _scan_and_bundle(inputs, v2_tpl=None):
+    """The scan's template-space features and the bundle, checked against the run's template."""
+    from ..models.bundle import load_bundle
+    from ..models.inputs import ScanFeatures
+
+    modulated = dict(zip(("CSF", "GM", "WM"), inputs.modulated, strict=True))
+    features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("GM", "WM")},
+                            t1w=v2_tpl)  # fmt:skip
+    bundle = load_bundle(inputs.bundle, template=inputs.template, threads=inputs.threads)
+    return features, bundle
+
+
 class _PredictLocalBrainAgeInputSpec(BaseInterfaceInputSpec):
     modulated = InputMultiObject(File(exists=True), mandatory=True,
                                  desc="template-space CSF, GM, WM modulated maps")  # fmt:skip
@@ -83,15 +95,10 @@ class PredictLocalBrainAge(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from ..models.bundle import load_bundle
-        from ..models.inputs import ScanFeatures
         from ..models.local import local_outputs
 
-        modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
-        features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("GM", "WM")})
-        bundle = load_bundle(self.inputs.bundle, template=self.inputs.template,
-                             threads=self.inputs.threads)  # fmt:skip
-        reference = nib.load(modulated["GM"])
+        features, bundle = _scan_and_bundle(self.inputs)
+        reference = nib.load(features.tissue["GM"])
         mask = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
         labels = np.asarray(nib.load(self.inputs.atlas).dataobj)
         names = list(self.inputs.atlas_names)
@@ -131,15 +138,11 @@ class OcclusionImportance(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from ..models.bundle import INPUT_OF_KIND, load_bundle
+        from ..models.bundle import INPUT_OF_KIND
         from ..models.importance import occlusion_map
-        from ..models.inputs import ScanFeatures, load_inputs
+        from ..models.inputs import load_inputs
 
-        modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
-        features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("GM", "WM")},
-                                t1w=self.inputs.v2_tpl)  # fmt:skip
-        bundle = load_bundle(self.inputs.bundle, template=self.inputs.template,
-                             threads=self.inputs.threads)  # fmt:skip
+        features, bundle = _scan_and_bundle(self.inputs, self.inputs.v2_tpl)
         kind = INPUT_OF_KIND[bundle.kind]
         volume = load_inputs(features, kind, bundle.card["contract"].get("grid"))
         mask = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
@@ -147,6 +150,6 @@ class OcclusionImportance(SimpleInterface):
             volume, lambda batch: bundle.predict_inputs({kind: batch}), mask,
             patch=self.inputs.patch, stride=self.inputs.patch)  # fmt:skip
         out = os.path.join(runtime.cwd, "occlusion.nii.gz")
-        nib.Nifti1Image(importance, nib.load(modulated["GM"]).affine).to_filename(out)
+        nib.Nifti1Image(importance, nib.load(features.tissue["GM"]).affine).to_filename(out)
         self._results["out_map"] = out
         return runtime

@@ -219,7 +219,8 @@ class LocalAgeModel:
                                  float(y.std() or 1.0))  # fmt:skip
         optimiser = torch.optim.Adam(self.network.parameters(), lr=self.params["learning_rate"])
         steps = self.params.get("steps") or self.params["epochs"] * math.ceil(
-            len(y) / self.params["batch_size"])
+            len(y) / self.params["batch_size"]
+        )
         self.params["steps_run"] = steps
         decay = int(self.params["aux_decay_fraction"] * steps)
         self.history = []
@@ -340,8 +341,6 @@ class LocalErrors:
             "voxel_r_median": float(np.nanmedian(self.voxel_r())),
             "scans": int(self.count),
         }  # fmt:skip
-
-
 
 
 def local_outputs(local: np.ndarray, mask: np.ndarray, labels: np.ndarray, names: list[str],

@@ -243,8 +243,10 @@ def write_group_report(results, config, written: list[Path]) -> Path:
         sections.append("".join(parts))
     if results.importance is not None:
         imp = results.importance
-        parts = [f"<h2>Population importance ({imp['n_maps']} occlusion maps; "
-                 f"{imp['counts']['under30']} under 30, {imp['counts']['over60']} over 60)</h2>"]
+        parts = [
+            f"<h2>Population importance ({imp['n_maps']} occlusion maps; "
+            f"{imp['counts']['under30']} under 30, {imp['counts']['over60']} over 60)</h2>"
+        ]
         for desc, volume in imp["maps"].items():
             figure = voxel_map_figure(volume, imp["mask"], desc, figures / f"map_{desc}.png")
             parts.append(img(figure, desc))

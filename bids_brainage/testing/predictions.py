@@ -140,7 +140,8 @@ def _write_local_map(out, ents, predicted, patient, effect, rng, geometry, voxel
     occlusion[labels == 2] -= 3.0
     occlusion[~mask] = 0
     nib.Nifti1Image(occlusion, affine).to_filename(
-        out / derivative_path({**entities, "desc": "occlusion"}))
+        out / derivative_path({**entities, "desc": "occlusion"})
+    )
     rois = pd.DataFrame([{"roi": name, "n_voxels": int((labels == value).sum()),
                           "mean_local_brainage": round(float(local[labels == value].mean()), 4)}
                          for value, name in ((1, "Left region"), (2, "Right region"),

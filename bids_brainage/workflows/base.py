@@ -111,13 +111,27 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
             (prediction_wf, anat_derivatives_wf, [("outputnode.brainage", "inputnode.brainage")]),
         ])  # fmt:skip
         if with_occlusion:
-            workflow.connect([(prediction_wf, anat_derivatives_wf, [
-                ("outputnode.occlusion_map", "inputnode.occlusion_map")])])
+            workflow.connect(
+                [
+                    (
+                        prediction_wf,
+                        anat_derivatives_wf,
+                        [("outputnode.occlusion_map", "inputnode.occlusion_map")],
+                    )
+                ]
+            )
         if with_local:
             local_outputs = ["local_map", "roi_table"] + (["pad_map"] if scan.age is not None
                                                           else [])  # fmt:skip
-            workflow.connect([(prediction_wf, anat_derivatives_wf, [
-                (f"outputnode.{f}", f"inputnode.{f}") for f in local_outputs])])
+            workflow.connect(
+                [
+                    (
+                        prediction_wf,
+                        anat_derivatives_wf,
+                        [(f"outputnode.{f}", f"inputnode.{f}") for f in local_outputs],
+                    )
+                ]
+            )
     products = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
                 "modulated", "histogram", "volumes"]  # fmt:skip
     workflow.connect([
