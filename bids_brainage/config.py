@@ -71,6 +71,7 @@ class ModelSettings:
     train_model: str | None = None
     model_kind: str | None = None
     ensemble_members: list[str] = field(default_factory=list)
+    explain_model: str | None = None  # the bundle a unoise model explains
     cv_folds: int = 5
     control_labels: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROL_LABELS))
     max_epochs: int | None = None

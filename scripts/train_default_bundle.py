@@ -6,7 +6,9 @@
 2. group level: every classical kind, then the CNN kinds named with ``--cnn`` (slow on a CPU);
 3. an ensemble of the two best bundles (seed 000 averaged its two best models);
 4. the bundle with the lowest random-split CV MAE is copied to
-   ``bids_brainage/data/models/default`` and a CV table of all of them is printed.
+   ``bids_brainage/data/models/default`` and a CV table of all of them is printed;
+5. with ``--local``: the local-unet bundle (``default-local``); with ``--unoise``: the U-noise
+   model of the default bundle (``default-unoise``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def parse():
     parser.add_argument("--cnn", nargs="*", default=[], help="CNN kinds to train as well")
     parser.add_argument("--nprocs", default="2")
     parser.add_argument("--skip-participant", action="store_true")
+    parser.add_argument("--local", action="store_true", help="train the local-unet bundle")
+    parser.add_argument("--unoise", action="store_true",
+                        help="train the U-noise model of the default bundle")  # fmt:skip
     parser.add_argument("--install", action="store_true",
                         help="copy the best bundle into the package as 'default'")  # fmt:skip
     return parser.parse_args()
@@ -65,11 +70,20 @@ def train():
     for name, path in sorted(bundles.items(), key=lambda item: cv_mae(item[1])):
         print(f"{name:24s} random-split CV MAE {cv_mae(path):.2f}")
     best = min(bundles, key=lambda n: cv_mae(bundles[n]))
-    if opts.install:
-        target = ROOT / "bids_brainage" / "data" / "models" / "default"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(bundles[best], target)
-        print(f"installed {best} as {target}")
+    packaged = ROOT / "bids_brainage" / "data" / "models"
+    installs = {"default": bundles[best]}
+    if opts.local:
+        run(DATA, out, "group", "--train-model", "ixi-local-unet", "--model-kind", "local-unet",
+            *common)  # fmt:skip
+        installs["default-local"] = out / "models" / "ixi-local-unet"
+    if opts.unoise:  # explains the bundle installed as default
+        run(DATA, out, "group", "--train-model", "ixi-unoise", "--model-kind", "unoise",
+            "--explain-model", bundles[best], *common)  # fmt:skip
+        installs["default-unoise"] = out / "models" / "ixi-unoise"
+    for name, source in installs.items() if opts.install else ():
+        shutil.rmtree(packaged / name, ignore_errors=True)
+        shutil.copytree(source, packaged / name)
+        print(f"installed {source.name} as {packaged / name}")
 
 
 if __name__ == "__main__":

@@ -150,9 +150,9 @@ def write_statistics(config: Config, results) -> list[Path]:
         written.append(write_stats_table(config, results.roi, "roi", STATS_COLUMNS))
     if results.voxelwise is not None:
         written += write_maps(config, results.voxelwise)
-    if results.importance is not None:
-        written += write_maps(config, results.importance, "occlusion maps of the participant "
-                              "level (*_desc-occlusion_brainage)")  # fmt:skip
+    for method, maps in results.importance.items():
+        written += write_maps(config, maps, f"{method} maps of the participant level "
+                              f"(*_desc-{method}_brainage)")  # fmt:skip
     return written
 
 
@@ -210,7 +210,13 @@ def run_group(config: Config) -> int:
                       file=sys.stderr)  # fmt:skip
                 return EXIT_FAILED
             card = json.loads((bundle / "model.json").read_text())
-            for split, result in card["cross_validation"].items():
+            if "validation" in card:  # an importance model: no age of its own
+                check = card["validation"]
+                print(f"bids_brainage group: {card['name']} ({card['kind']}) explains "
+                      f"{card['explains']['name']}: held-out MAE {check['clean_mae']:.2f} clean, "
+                      f"{check['noisy_mae']:.2f} with the learnt noise (mean mask "
+                      f"{check['mean_mask_in_brain']:.2f})")  # fmt:skip
+            for split, result in card.get("cross_validation", {}).items():
                 mae = result["metrics"]["mae"]
                 print(
                     f"bids_brainage group: {card['name']} ({card['kind']}) {split}-split CV MAE "

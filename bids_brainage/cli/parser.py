@@ -23,7 +23,7 @@ from ..config import (
     StatisticsSettings,
     WorkflowSettings,
 )
-from ..models.bundle import KINDS
+from ..models.bundle import DEFAULT_MODELS, KINDS, default_models
 from ..utils.bids import InputError, load_filters
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -135,10 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument(
         "--model",
         nargs="+",
-        default=["default"],
+        default=None,
         metavar="BUNDLE",
-        help="participant: model bundles that predict brain age, each a bundle folder or the "
-        "name of a packaged bundle (default: the packaged 'default' bundle)",
+        help="participant: model bundles, each a bundle folder or the name of a packaged bundle: "
+        "global brain age, a local-unet (local maps) and a unoise bundle (importance maps); "
+        "'none' preprocesses only (default: the packaged " + ", ".join(DEFAULT_MODELS) + ")",
     )
     models.add_argument(
         "--train-model",
@@ -157,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="BUNDLE",
         help="group, with --model-kind ensemble: trained bundles to average (same data and seed)",
+    )
+    models.add_argument(
+        "--explain-model",
+        metavar="BUNDLE",
+        help="group, with --model-kind unoise: the frozen bundle whose important voxels the "
+        "U-noise model learns (a CNN, tissue-linear or an ensemble of them)",
     )
     models.add_argument(
         "--cv-folds",
@@ -319,9 +326,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         raise UsageError(f"{opts.train_model}: a model name may hold letters, digits, '_.-' only")
     if opts.model_kind == "ensemble" and len(opts.ensemble_members) < 2:
         raise UsageError("--model-kind ensemble needs at least two --ensemble-members")
+    if opts.model_kind == "unoise" and not opts.explain_model:
+        raise UsageError("--model-kind unoise needs --explain-model BUNDLE")
     models = ModelSettings(
-        models=opts.model, train_model=opts.train_model, model_kind=opts.model_kind,
-        ensemble_members=opts.ensemble_members, cv_folds=opts.cv_folds,
+        models=opts.model or default_models(), train_model=opts.train_model,
+        model_kind=opts.model_kind, ensemble_members=opts.ensemble_members,
+        explain_model=opts.explain_model, cv_folds=opts.cv_folds,
         control_labels=opts.control_label, max_epochs=opts.max_epochs,
     )  # fmt:skip
     if opts.bias_reference_query and opts.bias_reference not in ("auto", "controls"):

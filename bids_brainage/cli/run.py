@@ -16,7 +16,14 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import Config
-from ..models.bundle import LOCAL_KINDS, Bundle, BundleError, load_bundle, resolve_bundle
+from ..models.bundle import (
+    IMPORTANCE_KINDS,
+    LOCAL_KINDS,
+    Bundle,
+    BundleError,
+    load_bundle,
+    resolve_bundle,
+)
 from ..utils.atlas import SOURCE as ATLAS_SOURCE
 from ..utils.atlas import harvard_oxford
 from ..utils.bids import (
@@ -202,6 +209,9 @@ def load_selected_bundles(specs: list[str]) -> list[Bundle]:
     names = [b.name for b in bundles]
     if len(set(names)) != len(names):
         raise BundleError(f"two --model bundles share a name: {names}")
+    if bundles and all(b.kind in IMPORTANCE_KINDS for b in bundles):
+        raise BundleError(f"--model {' '.join(specs)}: only importance models; add a bundle "
+                          "that predicts brain age")  # fmt:skip
     templates = {b.card["contract"]["template"] for b in bundles}
     if len(templates) > 1:
         raise BundleError(f"the --model bundles were trained on different templates: {templates}")
@@ -212,9 +222,14 @@ def describe_bundle(bundle: Bundle) -> dict:
     """What the prediction workflow needs to know of a bundle (it travels as a plain dict)."""
     data = bundle.card["training_data"]
     dataset = data["dataset"].get("Name", "unnamed data")
-    return {"path": str(bundle.path), "name": bundle.name, "kind": bundle.kind,
-            "mae": bundle.card["cross_validation"]["random"]["metrics"]["mae"]["mean"],
-            "data": f"{data['n_scans']} scans of {dataset}"}  # fmt:skip
+    described = {"path": str(bundle.path), "name": bundle.name, "kind": bundle.kind,
+                 "data": f"{data['n_scans']} scans of {dataset}"}  # fmt:skip
+    if bundle.kind in IMPORTANCE_KINDS:
+        return {**described, "explains": bundle.card["explains"]["name"]}
+    return {
+        **described,
+        "mae": bundle.card["cross_validation"]["random"]["metrics"]["mae"]["mean"],
+    }
 
 
 def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:

@@ -29,7 +29,13 @@ from .train import UNTRUSTWORTHY_FLAGS
 
 LOGGER = logging.getLogger("bids_brainage")
 LOCAL_MAP_SUFFIX = "_desc-local_brainage.nii.gz"
-OCCLUSION_SUFFIX = "_desc-occlusion_brainage.nii.gz"
+# participant-level importance maps → the desc prefix of their group-level population maps
+IMPORTANCE_MAPS = {
+    "occlusion": ("_desc-occlusion_brainage.nii.gz", "importance",
+                  "|occlusion change of predicted age| (years)"),
+    "unoise": ("_desc-unoise_brainage.nii.gz", "unoise",
+               "U-noise importance (1 - tolerated noise)"),
+}  # fmt:skip
 ROI_TABLE_SUFFIX = "_desc-roi_brainage.tsv"
 
 MODEL_COLUMNS = {
@@ -113,7 +119,7 @@ class GroupResults:
     models: dict[str, ModelAnalysis] = field(default_factory=dict)
     roi: pd.DataFrame | None = None
     voxelwise: dict | None = None
-    importance: dict | None = None
+    importance: dict = field(default_factory=dict)  # method → population maps
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     model_names: list[str] = field(default_factory=list)
@@ -338,17 +344,19 @@ def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
     return result
 
 
-def importance_statistics(scans: pd.DataFrame, config: Config):
-    """Population importance maps from the participants' occlusion maps (seeds 003 and 000).
+def importance_statistics(scans: pd.DataFrame, method: str):
+    """Population importance maps from the participants' occlusion or U-noise maps (seeds 003
+    and 000).
 
-    Mean |change of predicted age| over participants (one scan each); the top 10 % of voxels
-    of the Gaussian-smoothed (sigma 1 voxel) mean; and the mean in the under-30 and over-60
+    Mean |importance| over participants (one scan each); the top 10 % of voxels of the
+    Gaussian-smoothed (sigma 1 voxel) mean; and the mean in the under-30 and over-60
     participants (seed 000's comparison of young and old brains).
     """
     from scipy import ndimage
 
+    suffix, prefix, _ = IMPORTANCE_MAPS[method]
     once = first_scans(scans)
-    paths = scan_maps(once, OCCLUSION_SUFFIX)
+    paths = scan_maps(once, suffix)
     readable = first_readable(paths.values())
     if readable is None:
         return None
@@ -370,14 +378,15 @@ def importance_statistics(scans: pd.DataFrame, config: Config):
             if wanted:
                 sums[name] += values
                 counts[name] += 1
-    maps = {f"importance{k}" if k != "all" else "importance": sums[k] / counts[k]
+    maps = {f"{prefix}{k}" if k != "all" else prefix: sums[k] / counts[k]
             for k in sums if counts[k]}  # fmt:skip
-    mask = maps["importance"] > 0
-    smoothed = ndimage.gaussian_filter(maps["importance"], 1.0)
+    mask = maps[prefix] > 0
+    smoothed = ndimage.gaussian_filter(maps[prefix], 1.0)
     cut = np.percentile(smoothed[mask], 90) if mask.any() else np.inf
-    maps["importancetop10"] = ((smoothed >= cut) & mask).astype(np.float32)
+    maps[f"{prefix}top10"] = ((smoothed >= cut) & mask).astype(np.float32)
     space, resolution = space_of(first_path)
-    return {"maps": maps, "mask": mask, "affine": first.affine, "counts": counts,
+    return {"method": method, "maps": maps, "mask": mask, "affine": first.affine,
+            "counts": counts,
             "failures": failures, "space": space, "resolution": resolution,
             "n_maps": counts["all"], "n_pairs": None}  # fmt:skip
 
@@ -427,7 +436,12 @@ def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
         results.roi = roi_statistics(scans, primary.reference_mask, config)
         results.voxelwise = voxelwise_statistics(scans, primary.pairs, primary.reference_mask,
                                                  config)  # fmt:skip
-        results.importance = importance_statistics(scans[scans["age"].notna()], config)
+        aged = scans[scans["age"].notna()]
+        results.importance = {
+            method: found
+            for method in IMPORTANCE_MAPS
+            if (found := importance_statistics(aged, method)) is not None
+        }
     return results
 
 
@@ -480,16 +494,16 @@ def write_maps(config: Config, voxelwise: dict, sources: str = "local brain-age 
 
 
 def map_description(desc: str) -> str:
-    importance = {
-        "importance": "Population importance: mean over participants of |occlusion change of "
-                      "predicted age| (years)",
-        "importanceunder30": "Mean |occlusion change| (years) in participants under 30",
-        "importanceover60": "Mean |occlusion change| (years) in participants over 60",
-        "importancetop10": "Top 10 % voxels of the population importance map after Gaussian "
-                           "smoothing (sigma 1 voxel), seed 003; 1 inside, 0 outside",
-    }  # fmt:skip
-    if desc in importance:
-        return importance[desc]
+    for _, prefix, measure in IMPORTANCE_MAPS.values():
+        importance = {
+            prefix: f"Population importance: mean over participants of {measure}",
+            f"{prefix}under30": f"Mean {measure} in participants under 30",
+            f"{prefix}over60": f"Mean {measure} in participants over 60",
+            f"{prefix}top10": "Top 10 % voxels of the population importance map after Gaussian "
+                              "smoothing (sigma 1 voxel), seed 003; 1 inside, 0 outside",
+        }  # fmt:skip
+        if desc in importance:
+            return importance[desc]
     if desc == "agebias":
         return (
             "Mean local brain-PAD of the reference participants per 5-year age bin (seed 002 "

@@ -21,6 +21,7 @@ import pandas as pd
 from .. import __version__
 from ..config import Config
 from ..models.bundle import (
+    IMPORTANCE_KINDS,
     INPUT_OF_KIND,
     LOCAL_KINDS,
     NETWORK_KINDS,
@@ -30,6 +31,7 @@ from ..models.bundle import (
     make_estimator,
     resolve_bundle,
     save_bundle,
+    sha256,
 )
 from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
 from ..models.local import LOCAL_DEFAULTS, LocalErrors
@@ -48,6 +50,7 @@ LOGGER = logging.getLogger("bids_brainage")
 UNTRUSTWORTHY_FLAGS = {"registration_failed", "implausible_brain_volume",
                        "implausible_tissue_fractions"}  # fmt:skip
 MIN_TRAINING_SCANS = 10
+VALIDATION_FRACTION = 0.15  # U-noise's held-out scans (seed 003: 10 % validation)
 
 
 class TrainingError(ValueError):
@@ -90,11 +93,11 @@ def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selecti
     }  # fmt:skip
 
 
-def load_design(scans: pd.DataFrame, output_dir: Path, kind: str):
-    """Stack the model inputs of every scan; the grid of template-space inputs is checked to be
-    the same for all. Returns the inputs, the grid signature and affine (None for histograms).
+def load_design(scans: pd.DataFrame, output_dir: Path, input_kind: str):
+    """Stack the model inputs (histogram / tissue / t1w) of every scan; the grid of
+    template-space inputs is checked to be the same for all. Returns the inputs, the grid
+    signature and affine (None for histograms).
     """
-    input_kind = INPUT_OF_KIND[kind]
     arrays, grid, affine = [], None, None
     for row in scans.itertuples():
         features = ScanFeatures.from_derivatives(output_dir, row.entities, row.template,
@@ -143,8 +146,10 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
                    " and ".join(splits))  # fmt:skip
     if kind == "ensemble":
         return _train_ensemble(config, scans, card, splits, template)
+    if kind in IMPORTANCE_KINDS:
+        return _train_unoise(config, scans, card, template)
 
-    X, grid, affine = load_design(scans, config.execution.output_dir, kind)
+    X, grid, affine = load_design(scans, config.execution.output_dir, INPUT_OF_KIND[kind])
     overrides = {"epochs": settings.max_epochs} if settings.max_epochs else {}
     threads = max(1, config.nipype.nprocs * config.nipype.omp_nthreads)
 
@@ -242,6 +247,81 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
     card["contract"] = {**json.loads(contracts.pop()), "input": "mixed"}
     card["members_kinds"] = {m.name: m.kind for m in members}
     return _write(config, scans, card, results, members=[m.path for m in members])
+
+
+def _train_unoise(config, scans, card, template) -> Path:
+    """Seed 003's noise model for a frozen bundle (``--explain-model``): fitted on 85 % of the
+    scans, the frozen model's MAE with and without the learnt noise reported on the other 15 %.
+    """
+    from ..models.unoise import UNOISE_DEFAULTS, UNoise
+    from ..reports.models import unoise_card_markdown, voxel_map_figure
+
+    settings = config.models
+    if not settings.explain_model:
+        raise TrainingError("--model-kind unoise needs --explain-model BUNDLE")
+    try:
+        explained = load_bundle(resolve_bundle(settings.explain_model), template=template)
+        predictor = explained.torch_predict()
+    except BundleError as err:
+        raise TrainingError(str(err)) from None
+    (input_kind,) = explained.inputs_needed()
+    X, grid, affine = load_design(scans, config.execution.output_dir, input_kind)
+    y = scans["age"].to_numpy(float)
+    order = np.random.default_rng(card["seed"]).permutation(len(y))
+    held = max(2, round(VALIDATION_FRACTION * len(y)))
+    validation, train = np.sort(order[:held]), np.sort(order[held:])
+    voxel_mm = float(abs(np.asarray(affine)[0, 0]))
+    threads = max(1, config.nipype.nprocs * config.nipype.omp_nthreads)
+    steps = {}
+    if settings.max_epochs:  # epochs of the training scans, autoencoder a quarter of them
+        per_epoch = math.ceil(len(train) / UNOISE_DEFAULTS["batch_size"])
+        steps = {"steps": settings.max_epochs * per_epoch,
+                 "pretrain_steps": max(1, settings.max_epochs * per_epoch // 4)}  # fmt:skip
+    model = UNoise(steps, threads=threads, voxel_mm=voxel_mm)
+    for parameter in _frozen(explained):
+        parameter.requires_grad_(False)
+    model.fit(X[train], y[train], predictor, seed=card["seed"])
+    card["explains"] = {"name": explained.name, "kind": explained.kind,
+                        "model_json_sha256": sha256(explained.path / "model.json")}  # fmt:skip
+    card["validation"] = {"scans": int(held), "train_scans": int(len(train)),
+                          **model.noisy_error(X[validation], y[validation], predictor,
+                                              seed=card["seed"])}  # fmt:skip
+    seen = explained.path / "oof_predictions.tsv"
+    if seen.exists():  # the frozen model's own training scans: its clean MAE is then in-sample
+        trained_on = set(pd.read_csv(seen, sep="\t")["participant_id"])
+        card["validation"]["seen_by_explained_model"] = int(
+            scans["participant_id"].iloc[validation].isin(trained_on).sum()
+        )
+    card["history"] = model.history
+    card["params"] = model.state()[1]
+    card["contract"] = contract_for(template, "unoise", grid, input_kind)
+    card["version"] = __version__
+    brain = X[validation].sum(axis=1) > model.params["mask_threshold"]
+    mean_importance = model.importance(X[validation], brain).mean(axis=0)
+    extras = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        import nibabel as nib
+
+        path = Path(tmp) / "mean_importance.nii.gz"
+        nib.Nifti1Image(mean_importance, affine).to_filename(path)
+        figure = voxel_map_figure(mean_importance, brain.any(axis=0),
+                                  "Mean U-noise importance (1 - tolerated noise), validation",
+                                  Path(tmp) / "mean_importance.png")  # fmt:skip
+        extras = {"mean_importance.nii.gz": path.read_bytes(),
+                  "figures/mean_importance.png": figure.read_bytes()}  # fmt:skip
+    extras["model_card.md"] = unoise_card_markdown(card).encode()
+    target = config.execution.output_dir / "models" / card["name"]
+    try:
+        return save_bundle(target, card, estimator=model, extras=extras).path
+    except (BundleError, ContractError) as err:
+        raise TrainingError(str(err)) from None
+
+
+def _frozen(bundle):
+    """The torch parameters of a bundle (and its members), to be frozen."""
+    network = getattr(bundle.estimator, "network", None)
+    own = list(network.parameters()) if network is not None else []
+    return own + [p for member in bundle.members for p in _frozen(member)]
 
 
 def _write(config, scans, card, results, *, estimator=None, members=None, extras=None) -> Path:

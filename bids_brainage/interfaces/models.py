@@ -153,3 +153,30 @@ class OcclusionImportance(SimpleInterface):
         nib.Nifti1Image(importance, nib.load(features.tissue["GM"]).affine).to_filename(out)
         self._results["out_map"] = out
         return runtime
+
+
+class _UNoiseInputSpec(BaseInterfaceInputSpec):
+    modulated = InputMultiObject(File(exists=True), mandatory=True,
+                                 desc="template-space CSF, GM, WM modulated maps")  # fmt:skip
+    v2_tpl = File(exists=True, mandatory=True, desc="v2-normalised brain in template space")
+    bundle = traits.Str(mandatory=True, desc="a unoise bundle")
+    template = traits.Dict(mandatory=True, desc="the template of the run (contract, brain mask)")
+    threads = traits.Int(1, usedefault=True)
+
+
+class UNoiseImportance(SimpleInterface):
+    """Seed 003's U-noise importance map of one scan (1 - tolerated noise)."""
+
+    input_spec = _UNoiseInputSpec
+    output_spec = _OcclusionOutputSpec
+
+    def _run_interface(self, runtime):
+        import nibabel as nib
+
+        features, bundle = _scan_and_bundle(self.inputs, self.inputs.v2_tpl)
+        brain = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
+        importance = bundle.predict_importance(features, brain)
+        out = os.path.join(runtime.cwd, "unoise.nii.gz")
+        nib.Nifti1Image(importance, nib.load(features.tissue["GM"]).affine).to_filename(out)
+        self._results["out_map"] = out
+        return runtime

@@ -27,12 +27,16 @@ from .inputs import NORMALISATION, ContractError, ScanFeatures, check_contract, 
 FORMAT = "bids_brainage-bundle"
 FORMAT_VERSION = 1
 KINDS = ("hist-linear", "hist-gbm", "tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm",
-         "local-unet", "ensemble")  # fmt:skip
+         "local-unet", "unoise", "ensemble")  # fmt:skip
 NETWORK_KINDS = ("slice-cnn", "resnet3d", "resnet2d-lstm")
 LOCAL_KINDS = ("local-unet",)
+IMPORTANCE_KINDS = ("unoise",)  # explain another bundle; no age of their own
+TORCH_KINDS = (*NETWORK_KINDS, *LOCAL_KINDS, *IMPORTANCE_KINDS)
 INPUT_OF_KIND = {"hist-linear": "histogram", "hist-gbm": "histogram", "tissue-linear": "tissue",
                  "local-unet": "tissue", **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
 DEFAULT_BUNDLE = "default"
+# what the participant level runs without --model: global age, local maps, U-noise importance
+DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
 
 
 class BundleError(ValueError):
@@ -104,7 +108,35 @@ class Bundle:
     def inputs_needed(self) -> set[str]:
         if self.members:
             return set().union(*(m.inputs_needed() for m in self.members))
+        if self.kind in IMPORTANCE_KINDS:
+            return {self.card["contract"]["input"]}
         return {INPUT_OF_KIND[self.kind]}
+
+    def torch_predict(self):
+        """The bundle's age prediction as a differentiable torch function of its one input
+        (N, C, X, Y, Z) → (N,): what U-noise trains against.
+        """
+        needed = self.inputs_needed()
+        if len(needed) != 1 or "histogram" in needed:
+            raise BundleError(f"{self.path}: U-noise needs one volume input, this {self.kind} "
+                              f"bundle takes {sorted(needed)}")  # fmt:skip
+        if self.members:
+            functions = [m.torch_predict() for m in self.members]
+
+            def average(x):
+                return sum(f(x) for f in functions) / len(functions)
+
+            return average
+        if not hasattr(self.estimator, "torch_predict"):
+            raise BundleError(f"{self.path}: a {self.kind} bundle is not differentiable; "
+                              "U-noise cannot explain it")  # fmt:skip
+        return self.estimator.torch_predict
+
+    def predict_importance(self, features: ScanFeatures, brain: np.ndarray) -> np.ndarray:
+        """U-noise importance map (1 - tolerated noise) of one scan (importance kinds only)."""
+        (kind,) = self.inputs_needed()
+        grid = self.card["contract"].get("grid")
+        return self.estimator.importance(load_inputs(features, kind, grid)[None], brain)[0]
 
     def predict_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Predicted ages from stacked inputs keyed by input kind (histogram/tissue/t1w)."""
@@ -159,7 +191,7 @@ def save_bundle(
     elif kind == "hist-gbm":
         (tmp / "model.skops").write_bytes(estimator.to_skops())
         card["params"] = {"best": estimator.best}
-    elif kind in NETWORK_KINDS or kind in LOCAL_KINDS:
+    elif kind in TORCH_KINDS:
         from safetensors.torch import save_file
 
         tensors, params = estimator.state()
@@ -236,6 +268,12 @@ def load_bundle(path: Path, *, template: dict | None = None, threads: int = 1) -
         from .local import LocalAgeModel
 
         estimator = LocalAgeModel.from_state(load_file(str(weights)), card["params"], threads)
+    elif kind in IMPORTANCE_KINDS:
+        from safetensors.torch import load_file
+
+        from .unoise import UNoise
+
+        estimator = UNoise.from_state(load_file(str(weights)), card["params"], threads)
     else:
         from safetensors.numpy import load_file
 
@@ -252,6 +290,12 @@ def packaged_bundles() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / "model.json").is_file()}
 
 
+def default_models() -> list[str]:
+    """The packaged bundles of ``DEFAULT_MODELS`` that this installation holds."""
+    packaged = packaged_bundles()
+    return [name for name in DEFAULT_MODELS if name in packaged]
+
+
 def resolve_bundle(spec: str) -> Path:
     """``--model`` value → bundle directory: a path, or the name of a packaged bundle."""
     path = Path(spec).expanduser()
@@ -264,10 +308,11 @@ def resolve_bundle(spec: str) -> Path:
     raise BundleError(f"{spec}: no such bundle directory, nor a packaged bundle ({known})")
 
 
-def contract_for(template: dict, kind: str, grid: dict | None) -> dict:
+def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None
+                 ) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION,
-                "input": INPUT_OF_KIND.get(kind, "mixed")}  # fmt:skip
+                "input": input_kind or INPUT_OF_KIND.get(kind, "mixed")}  # fmt:skip
     if grid is not None:
         contract["grid"] = grid
     return contract

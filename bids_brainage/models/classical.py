@@ -169,6 +169,18 @@ class TissueLinear(LinearAgeModel):
         best = min(self.curve, key=self.curve.get)
         return self._fit_small(designs[best], y, best)
 
+    def torch_predict(self, X):
+        """``predict`` as a differentiable torch function of (N, 2, X, Y, Z) maps (U-noise)."""
+        import torch
+        from torch.nn import functional as F
+
+        pad = [p for s in reversed(X.shape[-3:]) for p in (0, (-s) % self.factor)]
+        small = F.avg_pool3d(F.pad(X, pad), self.factor) if self.factor > 1 else X
+        flat = small.reshape(len(X), -1)[:, torch.as_tensor(self.voxels)].to(torch.float64)
+        weights = torch.as_tensor(self.coef / self.scale)
+        offset = self.intercept - float((self.mean / self.scale) @ self.coef)
+        return (flat @ weights + offset).to(X.dtype)
+
     def state(self):
         arrays, params = super().state()
         arrays["voxels"] = self.voxels.astype(np.int64)

@@ -56,7 +56,7 @@ def slab_indices(affine: np.ndarray, slab_mm) -> list[int]:
 def network_input(volumes: np.ndarray, kind: str, params: dict) -> torch.Tensor:
     """(N, 1, X, Y, Z) template-space volumes → the tensor a network of ``kind`` takes."""
     (x0, x1), (y0, y1), (z0, z1) = params["crop"]
-    data = torch.as_tensor(np.asarray(volumes, np.float32)).reshape(-1, *volumes.shape[-3:])
+    data = torch.as_tensor(volumes, dtype=torch.float32).reshape(-1, *volumes.shape[-3:])
     if kind == "slice-cnn":
         return data[:, x0:x1, y0:y1, params["slab"]].permute(0, 3, 1, 2).contiguous()
     cropped = data[:, x0:x1, y0:y1, z0:z1]
@@ -190,6 +190,11 @@ class DeepAgeModel:
         torch.set_num_threads(self.threads)
         return self._predict_tensor(network_input(np.asarray(X, np.float32), self.kind,
                                                   self.params))  # fmt:skip
+
+    def torch_predict(self, X: torch.Tensor) -> torch.Tensor:
+        """Ages as a differentiable function of (N, 1, X, Y, Z) volumes (U-noise)."""
+        self.network.eval()
+        return self.network(network_input(X, self.kind, self.params)).to(X.dtype)
 
     def state(self):
         tensors = {k: v.detach().clone().contiguous() for k, v in

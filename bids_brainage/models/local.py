@@ -5,8 +5,10 @@ The network follows seed 002 §2.5 — two 3x3x3 convolutions per scale with lea
 up-path convolution block, a voxel-level output and two block-level auxiliary heads (global
 average pooling + dense) whose loss weights decay to zero. Scaled down so it trains on two CPU
 cores: 4 mm input instead of 1.5 mm, 2 scales below the input instead of 3, widths 4/8/16
-instead of 64/128/256, 30 passes of 8 random 20^3 blocks (80 mm) per scan instead of 500 000
-iterations of 32 blocks, Adam at 1e-3 instead of 1e-4, and
+instead of 64/128/256, 150 passes of 8 random 20^3 blocks (80 mm) per scan instead of 500 000
+iterations of 32 blocks, Adam at 1e-3 instead of 1e-4, batch normalisation after every
+convolution (the seed names none; without it the small network settled on the mean age on IXI:
+test MAE 15.0 against a 15.6 baseline after 300 steps, 9.7 with it after 2000), and
 "same" padding with only the central core of each block kept (the seed's valid convolutions
 turn a 52^3 block into a 12^3 prediction; here a block predicts its central half per axis).
 
@@ -45,17 +47,21 @@ class SqueezeExcite(nn.Module):
 
 
 class DoubleConv(nn.Module):
-    """Two 3x3x3 convolutions, each with leaky ReLU (0.2); optionally squeeze-and-excite."""
+    """Two 3x3x3 convolutions, each with leaky ReLU (0.2), optionally batch-normalised;
+    optionally squeeze-and-excite.
+    """
 
-    def __init__(self, cin: int, cout: int, excite: bool = False):
+    def __init__(self, cin: int, cout: int, excite: bool = False, norm: bool = False):
         super().__init__()
         self.conv1 = nn.Conv3d(cin, cout, 3, padding=1)
         self.conv2 = nn.Conv3d(cout, cout, 3, padding=1)
+        self.norm1 = nn.BatchNorm3d(cout) if norm else nn.Identity()
+        self.norm2 = nn.BatchNorm3d(cout) if norm else nn.Identity()
         self.excite = SqueezeExcite(cout) if excite else None
 
     def forward(self, x):
-        x = F.leaky_relu(self.conv1(x), LEAK)
-        x = F.leaky_relu(self.conv2(x), LEAK)
+        x = F.leaky_relu(self.norm1(self.conv1(x)), LEAK)
+        x = F.leaky_relu(self.norm2(self.conv2(x)), LEAK)
         return self.excite(x) if self.excite is not None else x
 
 
@@ -63,13 +69,14 @@ class LocalUNet(nn.Module):
     """GM/WM block → local brain age at every voxel, plus two block-level auxiliary ages."""
 
     def __init__(self, in_channels: int = 2, widths=(8, 16, 32), age_mean: float = 0.0,
-                 age_sd: float = 1.0):  # fmt:skip
+                 age_sd: float = 1.0, norm: bool = True):  # fmt:skip
         super().__init__()
         w0, w1, w2 = widths
-        self.enc1, self.enc2 = DoubleConv(in_channels, w0), DoubleConv(w0, w1)
-        self.bottom = DoubleConv(w1, w2)
-        self.dec2 = DoubleConv(w2 + w1, w1, excite=True)
-        self.dec1 = DoubleConv(w1 + w0, w0, excite=True)
+        self.enc1 = DoubleConv(in_channels, w0, norm=norm)
+        self.enc2 = DoubleConv(w0, w1, norm=norm)
+        self.bottom = DoubleConv(w1, w2, norm=norm)
+        self.dec2 = DoubleConv(w2 + w1, w1, excite=True, norm=norm)
+        self.dec1 = DoubleConv(w1 + w0, w0, excite=True, norm=norm)
         self.out = nn.Conv3d(w0, 1, 1)
         self.aux = nn.ModuleList([nn.Linear(w1, 1), nn.Linear(w2, 1)])
         self.register_buffer("age_mean", torch.tensor(float(age_mean)))
@@ -151,7 +158,7 @@ def sliding_window(volume: np.ndarray, predict: Callable[[np.ndarray], np.ndarra
 
 
 LOCAL_DEFAULTS = {
-    "widths": [4, 8, 16], "input_mm": 4.0, "window": 20, "core": 10, "epochs": 30,
+    "widths": [4, 8, 16], "norm": True, "input_mm": 4.0, "window": 20, "core": 10, "epochs": 150,
     "batch_size": 8, "learning_rate": 1e-3, "aux_decay_fraction": 0.3, "mask_threshold": 0.1,
 }  # fmt:skip
 
@@ -216,7 +223,7 @@ class LocalAgeModel:
         padded = np.pad(inputs, [(0, 0), (0, 0), *half])
         padded_inside = np.pad(inside, [(0, 0), *half])
         self.network = LocalUNet(inputs.shape[1], self.params["widths"], float(y.mean()),
-                                 float(y.std() or 1.0))  # fmt:skip
+                                 float(y.std() or 1.0), norm=self.params["norm"])  # fmt:skip
         optimiser = torch.optim.Adam(self.network.parameters(), lr=self.params["learning_rate"])
         steps = self.params.get("steps") or self.params["epochs"] * math.ceil(
             len(y) / self.params["batch_size"]
@@ -287,7 +294,7 @@ class LocalAgeModel:
     @classmethod
     def from_state(cls, tensors, params, threads: int = 1):
         model = cls(params["network"], threads=threads)
-        model.network = LocalUNet(2, model.params["widths"])
+        model.network = LocalUNet(2, model.params["widths"], norm=model.params.get("norm", False))
         model.network.load_state_dict(tensors)
         model.network.eval()
         return model

@@ -241,10 +241,9 @@ def write_group_report(results, config, written: list[Path]) -> Path:
         for failure in vox["failures"]:
             parts.append(f'<p class="note">{html.escape(failure)}</p>')
         sections.append("".join(parts))
-    if results.importance is not None:
-        imp = results.importance
+    for method, imp in results.importance.items():
         parts = [
-            f"<h2>Population importance ({imp['n_maps']} occlusion maps; "
+            f"<h2>Population importance ({imp['n_maps']} {method} maps; "
             f"{imp['counts']['under30']} under 30, {imp['counts']['over60']} over 60)</h2>"
         ]
         for desc, volume in imp["maps"].items():

@@ -193,3 +193,46 @@ def voxel_map_figure(volume: np.ndarray, mask: np.ndarray, title: str, target: P
     fig.savefig(target, dpi=90, metadata={"Software": None})
     plt.close(fig)
     return target
+
+
+def unoise_card_markdown(card: dict) -> str:
+    """Model card of a U-noise bundle: what it explains, its settings and held-out check."""
+    data, params = card["training_data"], card["params"]["network"]
+    check, explained = card["validation"], card["explains"]
+    dataset = data["dataset"].get("Name", "unnamed data")
+    return "\n".join([
+        f"# Model card: {card['name']} (U-noise importance, seed 003)",
+        "",
+        f"Explains **{explained['name']}** ({explained['kind']}; model.json SHA-256 "
+        f"`{explained['model_json_sha256'][:16]}…`), whose weights stay frozen.",
+        "",
+        f"Trained on {check['train_scans']} scans of {dataset} (ages {data['age']['min']:.0f}–"
+        f"{data['age']['max']:.0f}); {check['scans']} held-out scans check it.",
+        "",
+        "A 3-D U-Net, pretrained as an autoencoder, outputs a mask m in (0, 1) per voxel; noise "
+        f"of SD {params['v_min']:g} + {params['v_max'] - params['v_min']:g}·m (units: the input "
+        "channel's within-brain SD) is added and the frozen model must still predict the age; "
+        f"loss = squared error − {params['ratio']:g}·mean log m over the brain. "
+        "Per-scan importance = 1 − m (1: the voxel tolerates only the least noise).",
+        "",
+        "| held-out check | value |",
+        "|---|---|",
+        f"| MAE of the frozen model, clean inputs | {check['clean_mae']:.2f} years |",
+        f"| MAE with the learnt noise added | {check['noisy_mae']:.2f} years |",
+        f"| mean mask in the brain | {check['mean_mask_in_brain']:.3f} |",
+        "",
+        *([f"{check['seen_by_explained_model']} of the {check['scans']} held-out scans were in "
+           f"the training set of {explained['name']}, so its clean MAE there is in-sample; the "
+           "noisy MAE measures how much the learnt noise moves its predictions.", ""]
+          if check.get("seen_by_explained_model") else []),
+        f"Data: {dataset}, licence {data['dataset'].get('License', 'n/a')}"
+        + (f"; {data['dataset']['Acknowledgements']}" if data["dataset"].get("Acknowledgements")
+           else "") + ".",
+        "",
+        f"Noise model at {params['input_mm']:g} mm, widths {params['widths']}, "
+        f"{params['pretrain_steps']} autoencoder steps then {params['steps']} noise steps of "
+        f"{params['batch_size']} scans (Adam {params['learning_rate']:g}).",
+        "",
+        "![mean importance](figures/mean_importance.png)",
+        "",
+    ])  # fmt:skip

@@ -119,7 +119,8 @@ def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, st
     out["histogram"] = target
     maps = (("local", "local brain age (years)"),
             ("localpad", "local brain-PAD (years, uncorrected)"),
-            ("occlusion", "occlusion importance (change of predicted age, years)"))  # fmt:skip
+            ("occlusion", "occlusion importance (change of predicted age, years)"),
+            ("unoise", "U-noise importance (1 - tolerated noise)"))  # fmt:skip
     for desc, title in maps:
         path = anat / f"{stem}_space-{space}_res-{template_res}_desc-{desc}_brainage.nii.gz"
         if path.exists():
@@ -128,7 +129,7 @@ def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, st
             volume = _load(path)
             target = figures / f"{stem}_space-{space}_desc-{desc}_brainage.png"
             out[title] = voxel_map_figure(volume, volume != 0, title, target,
-                                          symmetric=desc != "local")  # fmt:skip
+                                          symmetric=desc not in ("local", "unoise"))  # fmt:skip
     return out
 
 

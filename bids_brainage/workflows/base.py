@@ -12,7 +12,7 @@ from ..config import Config
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
 from .anatomical import init_anat_preproc_wf
-from .models import init_brainage_prediction_wf, local_bundle, occlusion_bundle
+from .models import init_brainage_prediction_wf, local_bundle, occlusion_bundle, unoise_bundle
 from .outputs import init_anat_derivatives_wf
 
 
@@ -87,11 +87,13 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     assemble_qc = pe.Node(AssembleQC(scan=scan_info, template=template), name="assemble_qc")
     with_local = local_bundle(config.models.bundles) is not None
     with_occlusion = occlusion_bundle(config.models.bundles) is not None
+    with_unoise = unoise_bundle(config.models.bundles) is not None
     anat_derivatives_wf = init_anat_derivatives_wf(
         entities=scan.entities,
         with_brainage=bool(config.models.bundles),
         with_local=with_local,
         with_occlusion=with_occlusion,
+        with_unoise=with_unoise,
         with_local_pad=scan.age is not None,
         source_file=f"bids:raw:{relative}",
         template=template,
@@ -110,16 +112,12 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
                 ("outputnode.v2_tpl", "inputnode.v2_tpl")]),
             (prediction_wf, anat_derivatives_wf, [("outputnode.brainage", "inputnode.brainage")]),
         ])  # fmt:skip
-        if with_occlusion:
-            workflow.connect(
-                [
-                    (
-                        prediction_wf,
-                        anat_derivatives_wf,
-                        [("outputnode.occlusion_map", "inputnode.occlusion_map")],
-                    )
-                ]
-            )
+        importance = [f for f, wanted in (("occlusion_map", with_occlusion),
+                                          ("unoise_map", with_unoise)) if wanted]  # fmt:skip
+        if importance:
+            workflow.connect([(prediction_wf, anat_derivatives_wf,
+                               [(f"outputnode.{f}", f"inputnode.{f}") for f in importance])
+                              ])  # fmt:skip
         if with_local:
             local_outputs = ["local_map", "roi_table"] + (["pad_map"] if scan.age is not None
                                                           else [])  # fmt:skip

@@ -5,9 +5,15 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.models import OcclusionImportance, PredictBrainAge, PredictLocalBrainAge
+from ..interfaces.models import (
+    OcclusionImportance,
+    PredictBrainAge,
+    PredictLocalBrainAge,
+    UNoiseImportance,
+)
 
 LOCAL_KINDS = ("local-unet",)
+IMPORTANCE_KINDS = ("unoise",)
 VOLUME_KINDS = ("tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm")
 OCCLUSION_MM = 32.0  # cube edge: about 150 cubes cover a brain, a few seconds per scan
 
@@ -15,6 +21,16 @@ OCCLUSION_MM = 32.0  # cube edge: about 150 cubes cover a brain, a few seconds p
 def occlusion_bundle(bundles: list[dict]) -> dict | None:
     """The global model whose occlusion map is drawn: the first one with a volume input."""
     return next((b for b in bundles if b["kind"] in VOLUME_KINDS), None)
+
+
+def age_bundles(bundles: list[dict]) -> list[dict]:
+    """The bundles that predict an age (all but the importance models)."""
+    return [b for b in bundles if b["kind"] not in IMPORTANCE_KINDS]
+
+
+def unoise_bundle(bundles: list[dict]) -> dict | None:
+    """The U-noise bundle whose importance map is drawn: the first one selected, if any."""
+    return next((b for b in bundles if b["kind"] in IMPORTANCE_KINDS), None)
 
 
 def local_bundle(bundles: list[dict]) -> dict | None:
@@ -50,7 +66,7 @@ def init_brainage_prediction_wf(
     workflow = pe.Workflow(name=name)
     described = "; ".join(
         f"{b['name']} ({b['kind']}, cross-validated MAE {b['mae']:.2f} years on {b['data']})"
-        for b in bundles
+        for b in age_bundles(bundles)
     )
     workflow.__desc__ = (
         f"Brain age was predicted with {described}. Each prediction carries a 90% "
@@ -59,10 +75,11 @@ def init_brainage_prediction_wf(
     )
     inputnode = pe.Node(niu.IdentityInterface(fields=["histogram", "modulated", "v2_tpl"]),
                         name="inputnode")  # fmt:skip
-    outputs = ["brainage", "local_map", "pad_map", "roi_table", "occlusion_map"]
+    outputs = ["brainage", "local_map", "pad_map", "roi_table", "occlusion_map", "unoise_map"]
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     predict = pe.Node(
-        PredictBrainAge(bundles=[b["path"] for b in bundles], template=template, age=age,
+        PredictBrainAge(bundles=[b["path"] for b in age_bundles(bundles)], template=template,
+                        age=age,
                         threads=threads),
         name="predict",
     )  # fmt:skip
@@ -85,6 +102,19 @@ def init_brainage_prediction_wf(
         workflow.connect([
             (inputnode, occlusion, [("modulated", "modulated"), ("v2_tpl", "v2_tpl")]),
             (occlusion, outputnode, [("out_map", "occlusion_map")]),
+        ])  # fmt:skip
+    noise = unoise_bundle(bundles)
+    if noise is not None:
+        workflow.__desc__ += (
+            f" A U-noise importance map (Bintsi et al., seed 003) was drawn with {noise['name']}: "
+            f"a 3-D U-Net trained with {noise['explains']} frozen to add as much noise as "
+            "possible without harming its prediction; importance is 1 minus the tolerated noise."
+        )
+        unoise = pe.Node(UNoiseImportance(bundle=noise["path"], template=template,
+                                          threads=threads), name="unoise")  # fmt:skip
+        workflow.connect([
+            (inputnode, unoise, [("modulated", "modulated"), ("v2_tpl", "v2_tpl")]),
+            (unoise, outputnode, [("out_map", "unoise_map")]),
         ])  # fmt:skip
     local = local_bundle(bundles)
     if local is not None:

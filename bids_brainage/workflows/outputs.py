@@ -49,6 +49,7 @@ def init_anat_derivatives_wf(
     with_local: bool = False,
     with_local_pad: bool = False,
     with_occlusion: bool = False,
+    with_unoise: bool = False,
     name: str = "anat_derivatives_wf",
 ) -> pe.Workflow:
     """Stage a scan's derivatives, then commit them to OUTPUT_DIR together.
@@ -65,7 +66,7 @@ def init_anat_derivatives_wf(
     """
     fields = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
               "modulated", "histogram", "volumes", "qc", "brainage", "local_map", "pad_map",
-              "roi_table", "occlusion_map"]  # fmt:skip
+              "roi_table", "occlusion_map", "unoise_map"]  # fmt:skip
     workflow = pe.Workflow(name=name)
     inputnode = pe.Node(niu.IdentityInterface(fields=fields), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["out_files"]), name="outputnode")
@@ -153,6 +154,23 @@ def init_anat_derivatives_wf(
                     "Description": "Occlusion importance: "
                     "change of the global predicted age when a 32 mm cube around the voxel "
                     "is set to zero (mean over the cubes covering it); 0 outside the brain",
+                },
+            )
+        )
+    if with_unoise:
+        sinks.append(
+            (
+                "ds_unoise_map",
+                "unoise_map",
+                None,
+                {**space, "desc": "unoise", "suffix": "brainage"},
+                tpl_ents,
+                {
+                    **in_template,
+                    "Units": "arbitrary",
+                    "Description": "U-noise importance (seed 003): 1 minus the noise level "
+                    "(0-1 between v_min and v_max) the noise model lets the frozen global model "
+                    "tolerate at the voxel; 1 = most important; 0 outside the brain",
                 },
             )
         )
