@@ -226,7 +226,8 @@ def unoise_card_markdown(card: dict) -> str:
            "noisy MAE measures how much the learnt noise moves its predictions.", ""]
           if check.get("seen_by_explained_model") else []),
         f"Data: {dataset}, licence {data['dataset'].get('License', 'n/a')}"
-        + (f"; {data['dataset']['Acknowledgements']}" if data["dataset"].get("Acknowledgements")
+        + (f"; {data['dataset']['Acknowledgements'].rstrip('.')}"
+           if data["dataset"].get("Acknowledgements")
            else "") + ".",
         "",
         f"Noise model at {params['input_mm']:g} mm, widths {params['widths']}, "
