@@ -80,6 +80,12 @@ def test_network_kinds_train_save_and_reload_bit_identically(feature_dataset, ki
     np.testing.assert_array_equal(bundle.estimator.predict(X[12:16]), predicted)
     for name, tensor in model.network.state_dict().items():
         assert torch.equal(tensor, bundle.estimator.network.state_dict()[name])
+    # the differentiable form U-noise trains against gives the same ages, with input gradients
+    inputs = torch.as_tensor(X[12:16]).requires_grad_(True)
+    ages = bundle.torch_predict()(inputs)
+    np.testing.assert_allclose(ages.detach().numpy(), predicted, rtol=1e-5, atol=1e-4)
+    ages.sum().backward()
+    assert inputs.grad is not None and float(inputs.grad.abs().sum()) > 0
 
 
 @pytest.fixture(scope="module")

@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  group report:     {output_dir / 'group.html'} (bias correction, group tests, "
         "ROC, ICC)\n"
         f"  logs and methods: {output_dir / 'logs'}\n"
-        "Brain ages are in each scan's *_brainage.tsv. The default model was trained on real\n"
+        "Brain ages are in each scan's *_brainage.tsv; local brain-age, local PAD, occlusion and\n"
+        "U-noise maps in its *_desc-{local,localpad,occlusion,unoise}_brainage.nii.gz, shown in\n"
+        "each subject's report. The default models were trained on real\n"
         "IXI scans; these synthetic brains are not real anatomy, so its predictions here are far\n"
         "off (about 14-20 years for every age): the demo shows the pipeline, not the accuracy."
     )
