@@ -328,8 +328,10 @@ def test_subject_reports_show_every_scan(synthetic_run):
     for session in ("ses-1", "ses-2"):
         assert f"<h2>sub-01_{session}</h2>" in page
     images = re.findall(r'<img src="([^"]+)"', page)
-    assert len(images) == 8  # mask/segmentation, registration, histograms, occlusion, per scan
-    assert sum("desc-occlusion_brainage.png" in i for i in images) == 2
+    # per scan: mask/segmentation, registration, histograms, local, local PAD, occlusion, U-noise
+    assert len(images) == 14
+    for desc in ("local", "localpad", "occlusion", "unoise"):
+        assert sum(f"desc-{desc}_brainage.png" in i for i in images) == 2
     for image in images:
         assert (out / image).stat().st_size > 10_000
     assert "QC numbers" in page and "registration_correlation" in page
