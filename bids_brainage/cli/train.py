@@ -298,7 +298,6 @@ def _train_unoise(config, scans, card, template) -> Path:
     card["version"] = __version__
     brain = X[validation].sum(axis=1) > model.params["mask_threshold"]
     mean_importance = model.importance(X[validation], brain).mean(axis=0)
-    extras = {}
     with tempfile.TemporaryDirectory() as tmp:
         import nibabel as nib
 
