@@ -115,14 +115,17 @@ class PredictLocalBrainAge(SimpleInterface):
         return runtime
 
 
-class _OcclusionInputSpec(BaseInterfaceInputSpec):
+class _ImportanceInputSpec(BaseInterfaceInputSpec):
     modulated = InputMultiObject(File(exists=True), mandatory=True,
                                  desc="template-space CSF, GM, WM modulated maps")  # fmt:skip
     v2_tpl = File(exists=True, mandatory=True, desc="v2-normalised brain in template space")
-    bundle = traits.Str(mandatory=True, desc="a global bundle whose input is a volume")
+    bundle = traits.Str(mandatory=True, desc="a volume-input global bundle, or a unoise bundle")
     template = traits.Dict(mandatory=True, desc="the template of the run (contract, brain mask)")
-    patch = traits.Int(16, usedefault=True, desc="patch edge in template voxels")
     threads = traits.Int(1, usedefault=True)
+
+
+class _OcclusionInputSpec(_ImportanceInputSpec):
+    patch = traits.Int(16, usedefault=True, desc="patch edge in template voxels")
 
 
 class _OcclusionOutputSpec(TraitedSpec):
@@ -155,19 +158,10 @@ class OcclusionImportance(SimpleInterface):
         return runtime
 
 
-class _UNoiseInputSpec(BaseInterfaceInputSpec):
-    modulated = InputMultiObject(File(exists=True), mandatory=True,
-                                 desc="template-space CSF, GM, WM modulated maps")  # fmt:skip
-    v2_tpl = File(exists=True, mandatory=True, desc="v2-normalised brain in template space")
-    bundle = traits.Str(mandatory=True, desc="a unoise bundle")
-    template = traits.Dict(mandatory=True, desc="the template of the run (contract, brain mask)")
-    threads = traits.Int(1, usedefault=True)
-
-
 class UNoiseImportance(SimpleInterface):
     """Seed 003's U-noise importance map of one scan (1 - tolerated noise)."""
 
-    input_spec = _UNoiseInputSpec
+    input_spec = _ImportanceInputSpec
     output_spec = _OcclusionOutputSpec
 
     def _run_interface(self, runtime):

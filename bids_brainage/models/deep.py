@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .networks import build_network
+from .networks import build_network, network_tensors, restored
 
 DEFAULTS = {
     "slice-cnn": {"widths": [16, 32, 64, 96, 128], "slab_mm": [12.0, 20.0], "augment": True,
@@ -197,8 +197,7 @@ class DeepAgeModel:
         return self.network(network_input(X, self.kind, self.params)).to(X.dtype)
 
     def state(self):
-        tensors = {k: v.detach().clone().contiguous() for k, v in
-                   self.network.state_dict().items()}  # fmt:skip
+        tensors = network_tensors(self.network)
         params = {"network": self.params, "training": self.training,
                   "epochs_run": len(self.history)}  # fmt:skip
         return tensors, params
@@ -207,7 +206,5 @@ class DeepAgeModel:
     def from_state(cls, kind, tensors, params, threads: int = 1):
         model = cls(kind, settings=params["training"], threads=threads)
         model.params = params["network"]
-        model.network = build_network(kind, model.params)
-        model.network.load_state_dict(tensors)
-        model.network.eval()
+        model.network = restored(build_network(kind, model.params), tensors)
         return model

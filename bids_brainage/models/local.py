@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .networks import network_tensors, restored
+
 LEAK = 0.2
 
 
@@ -86,15 +88,24 @@ class LocalUNet(nn.Module):
         return self.age_mean + self.age_sd * z
 
     def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(F.avg_pool3d(e1, 2))
-        b = self.bottom(F.avg_pool3d(e2, 2))
-        d2 = self.dec2(torch.cat([F.interpolate(b, scale_factor=2, mode="nearest"), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], 1))
+        e2, b, d1 = unet_pass(self, x)
         voxel = self._years(self.out(d1)[:, 0])
         aux = [self._years(head(f.mean(dim=(2, 3, 4)))[:, 0])
                for head, f in zip(self.aux, (e2, b), strict=True)]  # fmt:skip
         return voxel, aux
+
+
+def unet_pass(net: nn.Module, x):
+    """The 3-scale U-Net pass shared by the local and the noise U-Nets (modules ``enc1``,
+    ``enc2``, ``bottom``, ``dec2``, ``dec1``): the middle encoder, bottom and last decoder
+    features.
+    """
+    e1 = net.enc1(x)
+    e2 = net.enc2(F.avg_pool3d(e1, 2))
+    b = net.bottom(F.avg_pool3d(e2, 2))
+    d2 = net.dec2(torch.cat([F.interpolate(b, scale_factor=2, mode="nearest"), e2], 1))
+    d1 = net.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], 1))
+    return e2, b, d1
 
 
 def local_loss(voxel, aux, age, mask, aux_weight: float):
@@ -287,16 +298,13 @@ class LocalAgeModel:
         return np.array([m[i].mean() for m, i in zip(maps, inside, strict=True)], np.float64)
 
     def state(self):
-        tensors = {k: v.detach().clone().contiguous() for k, v in
-                   self.network.state_dict().items()}  # fmt:skip
-        return tensors, {"network": self.params}
+        return network_tensors(self.network), {"network": self.params}
 
     @classmethod
     def from_state(cls, tensors, params, threads: int = 1):
         model = cls(params["network"], threads=threads)
-        model.network = LocalUNet(2, model.params["widths"], norm=model.params.get("norm", False))
-        model.network.load_state_dict(tensors)
-        model.network.eval()
+        network = LocalUNet(2, model.params["widths"], norm=model.params.get("norm", False))
+        model.network = restored(network, tensors)
         return model
 
 

@@ -169,3 +169,14 @@ def build_network(kind: str, params: dict) -> nn.Module:
     if kind == "slice-cnn":
         return SliceCNN(params["n_slices"], widths, norm)
     raise ValueError(f"{kind!r} is not a network kind")
+
+
+def network_tensors(network: nn.Module) -> dict[str, torch.Tensor]:
+    """A network's weights as detached, contiguous copies (what safetensors stores)."""
+    return {k: v.detach().clone().contiguous() for k, v in network.state_dict().items()}
+
+
+def restored(network: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.Module:
+    """``network`` with the stored weights loaded, in evaluation mode."""
+    network.load_state_dict(tensors)
+    return network.eval()

@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .local import DoubleConv, downsample
+from .local import DoubleConv, downsample, unet_pass
+from .networks import network_tensors, restored
 
 UNOISE_DEFAULTS = {
     "v_min": 1.0, "v_max": 5.0, "ratio": 10.0, "input_mm": 4.0, "widths": [4, 8, 16],
@@ -48,12 +49,7 @@ class NoiseUNet(nn.Module):
         self.head = nn.Conv3d(w0, out_channels, 1)
 
     def forward(self, x):
-        e1 = self.enc1(x)
-        e2 = self.enc2(F.avg_pool3d(e1, 2))
-        b = self.bottom(F.avg_pool3d(e2, 2))
-        d2 = self.dec2(torch.cat([F.interpolate(b, scale_factor=2, mode="nearest"), e2], 1))
-        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], 1))
-        return self.head(d1)
+        return self.head(unet_pass(self, x)[2])
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 4) -> torch.Tensor:
@@ -180,15 +176,12 @@ class UNoise:
                 "mean_mask_in_brain": float(fine.numpy()[brain].mean())}  # fmt:skip
 
     def state(self):
-        tensors = {k: v.detach().clone().contiguous() for k, v in
-                   self.network.state_dict().items()}  # fmt:skip
-        return tensors, {"network": self.params}
+        return network_tensors(self.network), {"network": self.params}
 
     @classmethod
     def from_state(cls, tensors, params, threads: int = 1):
         model = cls(params["network"], threads=threads)
         channels = tensors["enc1.conv1.weight"].shape[1]
-        model.network = NoiseUNet(channels, model.params["widths"], out_channels=1)
-        model.network.load_state_dict(tensors)
-        model.network.eval()
+        network = NoiseUNet(channels, model.params["widths"], out_channels=1)
+        model.network = restored(network, tensors)
         return model

@@ -11,9 +11,8 @@ from ..interfaces.models import (
     PredictLocalBrainAge,
     UNoiseImportance,
 )
+from ..models.bundle import IMPORTANCE_KINDS, LOCAL_KINDS
 
-LOCAL_KINDS = ("local-unet",)
-IMPORTANCE_KINDS = ("unoise",)
 VOLUME_KINDS = ("tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm")
 OCCLUSION_MM = 32.0  # cube edge: about 150 cubes cover a brain, a few seconds per scan
 
