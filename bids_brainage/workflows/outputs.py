@@ -115,81 +115,33 @@ def init_anat_derivatives_wf(
     if with_brainage:
         sinks.append(("ds_brainage", "brainage", None, {"suffix": "brainage",
                       "extension": ".tsv"}, entities, BRAINAGE_COLUMNS))  # fmt:skip
+
+    def brainage_map(field, desc, units, description):
+        """A template-space brain-age map (local age, PAD or importance) and its sidecar."""
+        return (f"ds_{field}", field, None, {**space, "desc": desc, "suffix": "brainage"},
+                tpl_ents, {**in_template, "Units": units, "Description": description})  # fmt:skip
+
     if with_local:
-        local_meta = {
-            **in_template,
-            "Units": "year",
-            "Description": "Local brain age "
-            "(U-Net, Popescu et al. 2021) at every brain voxel; 0 outside the brain",
-        }
         sinks += [
-            (
-                "ds_local_map",
-                "local_map",
-                None,
-                {**space, "desc": "local", "suffix": "brainage"},
-                tpl_ents,
-                local_meta,
-            ),
-            (
-                "ds_roi_table",
-                "roi_table",
-                None,
-                {"desc": "roi", "suffix": "brainage", "extension": ".tsv"},
-                entities,
-                ROI_COLUMNS,
-            ),
-        ]
+            brainage_map("local_map", "local", "year", "Local brain age (U-Net, Popescu et al. "
+                         "2021) at every brain voxel; 0 outside the brain"),
+            ("ds_roi_table", "roi_table", None,
+             {"desc": "roi", "suffix": "brainage", "extension": ".tsv"}, entities, ROI_COLUMNS),
+        ]  # fmt:skip
     if with_occlusion:
-        sinks.append(
-            (
-                "ds_occlusion_map",
-                "occlusion_map",
-                None,
-                {**space, "desc": "occlusion", "suffix": "brainage"},
-                tpl_ents,
-                {
-                    **in_template,
-                    "Units": "year",
-                    "Description": "Occlusion importance: "
-                    "change of the global predicted age when a 32 mm cube around the voxel "
-                    "is set to zero (mean over the cubes covering it); 0 outside the brain",
-                },
-            )
-        )
+        sinks.append(brainage_map(
+            "occlusion_map", "occlusion", "year", "Occlusion importance: change of the global "
+            "predicted age when a 32 mm cube around the voxel is set to zero (mean over the cubes "
+            "covering it); 0 outside the brain"))  # fmt:skip
     if with_unoise:
-        sinks.append(
-            (
-                "ds_unoise_map",
-                "unoise_map",
-                None,
-                {**space, "desc": "unoise", "suffix": "brainage"},
-                tpl_ents,
-                {
-                    **in_template,
-                    "Units": "arbitrary",
-                    "Description": "U-noise importance (seed 003): 1 minus the noise level "
-                    "(0-1 between v_min and v_max) the noise model lets the frozen global model "
-                    "tolerate at the voxel; 1 = most important; 0 outside the brain",
-                },
-            )
-        )
+        sinks.append(brainage_map(
+            "unoise_map", "unoise", "arbitrary", "U-noise importance (seed 003): 1 minus the "
+            "noise level (0-1 between v_min and v_max) the noise model lets the frozen global "
+            "model tolerate at the voxel; 1 = most important; 0 outside the brain"))  # fmt:skip
     if with_local and with_local_pad:
-        sinks.append(
-            (
-                "ds_pad_map",
-                "pad_map",
-                None,
-                {**space, "desc": "localpad", "suffix": "brainage"},
-                tpl_ents,
-                {
-                    **in_template,
-                    "Units": "year",
-                    "Description": "Local brain-PAD: local "
-                    "brain age minus chronological age, uncorrected; 0 outside the brain",
-                },
-            )
-        )
+        sinks.append(brainage_map(
+            "pad_map", "localpad", "year", "Local brain-PAD: local brain age minus chronological "
+            "age, uncorrected; 0 outside the brain"))  # fmt:skip
     gather = pe.Node(niu.Merge(2 * len(sinks) + 1), name="gather", run_without_submitting=True)
     for index, (node_name, field, item, settings, ents, sidecar) in enumerate(sinks):
         settings = dict(settings)
