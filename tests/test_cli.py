@@ -264,6 +264,14 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, bad_kit):
     assert "Traceback" not in err
     assert tree_digest(bids_dir) == before
     assert run_bids_validator(out) == []  # what was written is still a valid tree
+    # the group level (maybe another job) lists each failed scan with its reason
+    records = sorted((out / "logs" / "failed").glob("sub-*.json"))
+    assert sorted({r.stem.split("_")[0] for r in records}) == sorted(failures)
+    code, _, err = run([bids_dir, out, "group", "-w", tmp_path / "w"])
+    assert code == 0, err
+    listed = [line for line in err.splitlines() if "failed at the participant level" in line]
+    assert len(listed) == n_fail and "Traceback" not in err
+    assert tree_digest(bids_dir) == before
 
 
 def test_interrupt_leaves_only_whole_files(tmp_path, synthetic_run):

@@ -12,6 +12,7 @@ import pytest
 
 from bids_brainage import __version__
 from bids_brainage.cli import parser as cli
+from bids_brainage.cli import safety
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -38,7 +39,8 @@ def test_descriptor_matches_the_parser():
     assert descriptor["container-image"]["image"] == f"bids_brainage:{__version__}"
     codes = {e["code"] for e in descriptor["error-codes"]}
     assert codes == {cli.EXIT_FAILED, cli.EXIT_INVALID_BIDS, cli.EXIT_UNKNOWN_LEVEL,
-                     cli.EXIT_NO_MATCH, cli.EXIT_USAGE}  # fmt:skip
+                     cli.EXIT_NO_MATCH, cli.EXIT_USAGE, safety.EXIT_INTERNAL,
+                     safety.EXIT_CANNOT_WRITE, safety.EXIT_NO_SPACE}  # fmt:skip
     parser_flags = {
         opt for action in cli.build_parser()._actions for opt in action.option_strings
     } - {"-h", "--help", "--version"}

@@ -161,5 +161,5 @@ def test_no_predictions_still_writes_the_table(tmp_path):
         table.unlink()
     assert _run(data, tmp_path) == 0
     assert (data["derivatives"] / "group" / "group_scans.tsv").is_file()
-    assert "no brain-age predictions" in (data["derivatives"] / "group.html").read_text()
+    assert "no brain-age prediction" in (data["derivatives"] / "group.html").read_text()
     shutil.rmtree(tmp_path / "work")

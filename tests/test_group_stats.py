@@ -246,3 +246,14 @@ def test_bad_maps_are_refused_by_name(tmp_path):
         assert str(path) in str(err.value)
     sums = accumulate_maps([MapRecord(str(corrupt), "HC", 1, True)], [], mask)
     assert len(sums.failures) == 1 and isinstance(sums, MapSums)
+
+
+def test_bootstrap_auc_by_ranks_equals_sklearn(rng):
+    from sklearn.metrics import roc_auc_score
+
+    from bids_brainage.stats.compare import _auc_by_ranks
+
+    scores = np.round(rng.normal(size=(50, 7 + 9)), 1)  # rounded: ties occur
+    labels = np.r_[np.ones(7), np.zeros(9)]
+    expected = [roc_auc_score(labels, row) for row in scores]
+    assert _auc_by_ranks(scores, 7) == pytest.approx(expected, abs=1e-12)

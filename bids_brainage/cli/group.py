@@ -9,22 +9,26 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import __version__
 from ..config import Config
 from ..models.bundle import BundleError
 from ..models.inputs import ContractError
 from ..reports.group import write_group_report
 from ..utils.bids import InputError, read_participants, strip_prefix
-from ..utils.derivatives import write_derivatives_root
+from ..utils.derivatives import read_failure_records, write_derivatives_root
+from ..utils.io import staged_tree
 from .parser import EXIT_FAILED, EXIT_INVALID_BIDS, EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE
 from .statistics import (
     BIAS_COLUMNS,
     RELIABILITY_COLUMNS,
     ROC_COLUMNS,
+    ROI_SUMMARY_COLUMNS,
     STATS_COLUMNS,
     StatisticsError,
     analyse,
     describe_results,
     model_columns,
+    read_external_reference,
     staging_dir,
     write_maps,
     write_staged,
@@ -32,6 +36,7 @@ from .statistics import (
 )
 
 LOGGER = logging.getLogger("bids_brainage")
+GROUP_OUTPUTS = ("group", "group.html")  # replaced together by every group run
 
 SCAN_COLUMNS = {
     "participant_id": {"Description": "Participant label, with the sub- prefix"},
@@ -80,15 +85,16 @@ def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
         try:
             qc = json.loads(qc_file.read_text())
             scan = qc["scan"]
-        except (ValueError, KeyError) as err:
-            problems.append(f"{qc_file}: not a bids_brainage QC file ({err}); skipped")
+            subject, session = scan["subject"], scan.get("session")
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            problems.append(f"{qc_file}: not a bids_brainage QC file ({type(err).__name__}: "
+                            f"{err}); skipped")  # fmt:skip
             continue
-        subject, session = scan["subject"], scan.get("session")
         if wanted_subjects and subject not in wanted_subjects:
             continue
         if wanted_sessions and session not in wanted_sessions:
             continue
-        if subject in table_errors:
+        if subject in table_errors and table_errors[subject] not in problems:
             problems.append(table_errors[subject])
         info = demographics.get(subject)
         rows.append({
@@ -108,31 +114,36 @@ def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
             "entities": {k: scan.get(k) for k in ("subject", "session", "acquisition", "run")},
             "template": qc.get("template", {}).get("name"),
             "resolution": qc.get("template", {}).get("resolution"),
+            "version": qc.get("bids_brainage_version"),
         })  # fmt:skip
-    hidden = ["qc_file", "entities", "template", "resolution"]
+    hidden = ["qc_file", "entities", "template", "resolution", "version"]
     table = pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *hidden])
     return table, problems
 
 
-def write_table(table: pd.DataFrame, config: Config, suffix: str, columns: dict) -> Path:
+def write_table(table: pd.DataFrame, config: Config, root: Path, suffix: str,
+                columns: dict) -> Path:  # fmt:skip
     """Write a group TSV and its column sidecar through the one derivatives writer."""
     tsv = staging_dir(config) / f"{suffix}.tsv"
     table = table[[c for c in table.columns if c in columns]]
     table.to_csv(tsv, sep="\t", index=False, na_rep="n/a")
-    return write_staged(config, tsv, suffix, {k: v for k, v in columns.items()
-                                              if k in table.columns})  # fmt:skip
+    return write_staged(root, tsv, suffix, {k: v for k, v in columns.items()
+                                            if k in table.columns})  # fmt:skip
 
 
-def check_query(config: Config, table: pd.DataFrame) -> None:
+def check_statistics_options(config: Config, table: pd.DataFrame) -> None:
+    """Options that can only be checked against the data: fail before any work."""
     query = config.statistics.bias_reference_query
     if query:
         try:
             table.query(query)
         except Exception as err:  # pandas raises many kinds on a bad query
             raise StatisticsError(f"--bias-reference-query {query!r}: {err}") from None
+    if config.statistics.bias_reference not in ("auto", "controls", "bundle", "all"):
+        read_external_reference(Path(config.statistics.bias_reference))
 
 
-def write_statistics(config: Config, results) -> list[Path]:
+def write_statistics(config: Config, root: Path, results) -> list[Path]:
     """The group statistics tables and maps, each with its sidecar."""
     written = []
     analyses = list(results.models.values())
@@ -144,16 +155,71 @@ def write_statistics(config: Config, results) -> list[Path]:
             "reliability": (pd.concat([a.reliability for a in analyses]), RELIABILITY_COLUMNS),
         }
         for desc, (table, columns) in tables.items():
-            if not table.empty:
-                written.append(write_stats_table(config, table, desc, columns))
-    if results.roi is not None:
-        written.append(write_stats_table(config, results.roi, "roi", STATS_COLUMNS))
+            if not table.empty and set(table.columns) != {"model"}:
+                written.append(write_stats_table(config, root, table, desc, columns))
+    if results.roi_summary is not None:
+        written.append(write_stats_table(config, root, results.roi_summary, "roisummary",
+                                         ROI_SUMMARY_COLUMNS))  # fmt:skip
+    if results.roi is not None and not results.roi.empty:
+        written.append(write_stats_table(config, root, results.roi, "roi", STATS_COLUMNS))
     if results.voxelwise is not None:
-        written += write_maps(config, results.voxelwise)
+        written += write_maps(config, root, results.voxelwise)
     for method, maps in results.importance.items():
-        written += write_maps(config, maps, f"{method} maps of the participant level "
+        written += write_maps(config, root, maps, f"{method} maps of the participant level "
                               f"(*_desc-{method}_brainage)")  # fmt:skip
     return written
+
+
+def participant_level_gaps(config: Config, table: pd.DataFrame) -> list[str]:
+    """Scans whose latest participant run failed, and participants with no derivatives."""
+    execution = config.execution
+    lines = []
+    processed = set(scan_keys(table))
+    for key, record in read_failure_records(execution.output_dir).items():
+        crash = f" [{Path(record['crash_file']).name}]" if record.get("crash_file") else ""
+        if key in processed:
+            lines.append(f"{key}: its latest participant-level run failed ({record['reason']})"
+                         f"{crash}; its derivatives are from an earlier run")  # fmt:skip
+        else:
+            lines.append(f"{key}: failed at the participant level ({record['reason']}){crash}; "
+                         "not in the statistics")  # fmt:skip
+    demographics, _ = read_participants(execution.bids_dir)
+    wanted = {strip_prefix(s, "sub") for s in execution.participant_label or []}
+    failed_subjects = {key.split("_")[0] for key in read_failure_records(execution.output_dir)}
+    missing = sorted(f"sub-{s}" for s in demographics if (not wanted or s in wanted)
+                     and f"sub-{s}" not in set(table["participant_id"])
+                     and f"sub-{s}" not in failed_subjects)  # fmt:skip
+    if missing:
+        shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10
+                                           else "")  # fmt:skip
+        lines.append(f"{len(missing)} participant(s) of participants.tsv have no participant-"
+                     f"level derivatives in OUTPUT_DIR (not run yet?): {shown}")  # fmt:skip
+    return lines
+
+
+def scan_keys(table: pd.DataFrame) -> list[str]:
+    """The participant level's scan keys (sub-X[_ses-Y][_acq-Z][_run-N]) of the table's rows."""
+    keys = []
+    for row in table.itertuples():
+        parts = [row.participant_id]
+        for prefix, value in (("ses", row.session_id), ("acq", row.acquisition),
+                              ("run", row.run)):  # fmt:skip
+            if pd.notna(value) and value:
+                text = str(value)
+                parts.append(text if text.startswith(f"{prefix}-") else f"{prefix}-{text}")
+        keys.append("_".join(parts))
+    return keys
+
+
+def version_notes(table: pd.DataFrame) -> list[str]:
+    """Scans whose participant-level derivatives another version of the app wrote."""
+    other = table[table["version"].fillna("unknown") != __version__]
+    if other.empty:
+        return []
+    counts = other["version"].fillna("an unknown (older) version").value_counts()
+    return [f"{n} scan(s) have derivatives written by bids_brainage {version} (this is "
+            f"{__version__}): read as far as their files allow; rerun the participant level "
+            "for identical processing" for version, n in counts.items()]  # fmt:skip
 
 
 def run_group(config: Config) -> int:
@@ -179,19 +245,24 @@ def run_group(config: Config) -> int:
         for problem in problems:
             LOGGER.warning(problem)
         try:
-            check_query(config, table)
+            check_statistics_options(config, table)
         except StatisticsError as err:
             print(f"bids_brainage: {err}", file=sys.stderr)
             return EXIT_USAGE
+        LOGGER.info("group: %d scan(s) collected; computing statistics", len(table))
         results = analyse(config, table)
-        for line in results.problems + results.notes:
+        results.skipped = version_notes(table) + results.skipped
+        results.gaps = participant_level_gaps(config, table)
+        for line in results.problems + results.gaps:
             LOGGER.warning(line)
         columns = dict(SCAN_COLUMNS)
         for model in results.model_names:
             columns.update(model_columns(model))
-        written = [write_table(results.scans, config, "scans", columns)]
-        written += write_statistics(config, results)
-        report = write_group_report(results, config, written)
+        with staged_tree(execution.output_dir, GROUP_OUTPUTS, "group") as root:
+            written = [write_table(results.scans, config, root, "scans", columns)]
+            written += write_statistics(config, root, results)
+            write_group_report(results, config, written, root)
+        written = [execution.output_dir / path.relative_to(root) for path in written]
         n_age = int(table["age"].notna().sum())
         n_excluded = int(results.scans["excluded"].notna().sum())
         print(
@@ -201,7 +272,9 @@ def run_group(config: Config) -> int:
         )
         for line in describe_results(results):
             print(f"bids_brainage group: {line}")
-        print(f"bids_brainage group: report {report}")
+        for line in results.skipped:
+            print(f"bids_brainage group: skipped: {line}")
+        print(f"bids_brainage group: report {execution.output_dir / 'group.html'}")
         if config.models.train_model:
             try:
                 bundle = run_training(config, table, read_dataset_description(execution.bids_dir))
@@ -209,21 +282,25 @@ def run_group(config: Config) -> int:
                 print(f"bids_brainage: training {config.models.train_model}: {err}",
                       file=sys.stderr)  # fmt:skip
                 return EXIT_FAILED
-            card = json.loads((bundle / "model.json").read_text())
-            if "validation" in card:  # an importance model: no age of its own
-                check = card["validation"]
-                print(f"bids_brainage group: {card['name']} ({card['kind']}) explains "
-                      f"{card['explains']['name']}: held-out MAE {check['clean_mae']:.2f} clean, "
-                      f"{check['noisy_mae']:.2f} with the learnt noise (mean mask "
-                      f"{check['mean_mask_in_brain']:.2f})")  # fmt:skip
-            for split, result in card.get("cross_validation", {}).items():
-                mae = result["metrics"]["mae"]
-                print(
-                    f"bids_brainage group: {card['name']} ({card['kind']}) {split}-split CV MAE "
-                    f"{mae['mean']:.2f} ± {mae['sd']:.2f} years "
-                    f"(median-age baseline {result['metrics']['baseline_mae']['mean']:.2f})"
-                )
-            print(f"bids_brainage group: bundle and model card written to {bundle}")
+            print_training_summary(bundle)
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
     return EXIT_FAILED if problems else EXIT_OK
+
+
+def print_training_summary(bundle: Path) -> None:
+    card = json.loads((bundle / "model.json").read_text())
+    if "validation" in card:  # an importance model: no age of its own
+        check = card["validation"]
+        print(f"bids_brainage group: {card['name']} ({card['kind']}) explains "
+              f"{card['explains']['name']}: held-out MAE {check['clean_mae']:.2f} clean, "
+              f"{check['noisy_mae']:.2f} with the learnt noise (mean mask "
+              f"{check['mean_mask_in_brain']:.2f})")  # fmt:skip
+    for split, result in card.get("cross_validation", {}).items():
+        mae = result["metrics"]["mae"]
+        print(
+            f"bids_brainage group: {card['name']} ({card['kind']}) {split}-split CV MAE "
+            f"{mae['mean']:.2f} ± {mae['sd']:.2f} years "
+            f"(median-age baseline {result['metrics']['baseline_mae']['mean']:.2f})"
+        )
+    print(f"bids_brainage group: bundle and model card written to {bundle}")

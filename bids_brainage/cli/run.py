@@ -6,6 +6,7 @@ import logging
 import multiprocessing
 import os
 import re
+import shutil
 import signal
 import sys
 import threading
@@ -33,7 +34,11 @@ from ..utils.bids import (
     format_validator_issue,
     run_bids_validator,
 )
-from ..utils.derivatives import write_derivatives_root
+from ..utils.derivatives import (
+    clear_failure_record,
+    write_derivatives_root,
+    write_failure_record,
+)
 from ..utils.io import write_text_atomic
 from ..utils.templates import DEFAULT_TEMPLATE, resolve_template
 from .parser import (
@@ -45,6 +50,7 @@ from .parser import (
     UsageError,
     parse_args,
 )
+from .safety import OutputError, check_writable, describe_failure
 
 LOGGER = logging.getLogger("bids_brainage")
 EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by SIGINT
@@ -90,14 +96,26 @@ def main(argv: list[str] | None = None) -> int:
         return err.code
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
-    setup_logging(config.execution.verbosity)
-    _stop_cleanly_on_signals(config)
-    config.seeds.apply()
-    LOGGER.info("bids_brainage %s, %s level", __version__, config.execution.analysis_level)
-    from .group import run_group
+    execution = config.execution
+    try:
+        check_writable(execution.output_dir, "OUTPUT_DIR")
+        check_writable(execution.work_dir, "the work folder")
+    except OutputError as err:
+        print(str(err), file=sys.stderr)
+        return err.code
+    try:
+        setup_logging(execution.verbosity)
+        _stop_cleanly_on_signals(config)
+        config.seeds.apply()
+        LOGGER.info("bids_brainage %s, %s level", __version__, execution.analysis_level)
+        from .group import run_group
 
-    level = run_participant if config.execution.analysis_level == "participant" else run_group
-    return level(config)
+        level = run_participant if execution.analysis_level == "participant" else run_group
+        return level(config)
+    except Exception as exc:  # noqa: BLE001 - the console gets one line, the file the traceback
+        line, code = describe_failure(exc, execution.log_dir, execution.analysis_level)
+        print(line, file=sys.stderr)
+        return code
 
 
 def _stop_cleanly_on_signals(config: Config) -> None:
@@ -117,7 +135,10 @@ def _stop_cleanly_on_signals(config: Config) -> None:
         for child in multiprocessing.active_children():
             child.terminate()
         for partial in execution.output_dir.rglob(f"*.{os.getpid()}.partial*"):
-            partial.unlink(missing_ok=True)
+            if partial.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)  # an uncommitted group staging tree
+            else:
+                partial.unlink(missing_ok=True)
         write_derivatives_root(execution.output_dir, execution.bids_dir)
         print(
             f"bids_brainage: stopped by signal {signum}; OUTPUT_DIR holds only complete files",
@@ -195,10 +216,22 @@ def run_participant(config: Config) -> int:
                 print(f"bids_brainage: {err}", file=sys.stderr)
                 return EXIT_USAGE
         write_reports(execution.output_dir, scans, failures)
+        record_outcomes(execution.output_dir, runnable, failures)
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
         config.dump(execution.log_dir / f"config-{execution.run_uuid}.json")
     return report(failures, len(scans), started)
+
+
+def record_outcomes(output_dir: Path, runnable: list[T1wScan], failures: list[Failure]) -> None:
+    """A record per failed scan for the group level; a scan that now succeeded loses its own."""
+    failed = {f.key for f in failures}
+    for failure in failures:
+        if failure.key.startswith("sub-"):  # "unknown scan": a crash no scan could be found for
+            write_failure_record(output_dir, failure.key, failure.reason, failure.crash_file)
+    for scan in runnable:
+        if scan.key not in failed:
+            clear_failure_record(output_dir, scan.key)
 
 
 def load_selected_bundles(specs: list[str]) -> list[Bundle]:

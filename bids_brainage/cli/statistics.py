@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,8 +22,16 @@ import pandas as pd
 from ..config import MIN_BIAS_CONTROLS, Config
 from ..interfaces.bids import DerivativesDataSink
 from ..models.bundle import BundleError, packaged_bundles, resolve_bundle
-from ..stats.analysis import ModelAnalysis, analyse_model, first_scans, group_order, is_control
-from ..stats.bias import BiasCorrection, BiasError, age_bin, age_bin_label
+from ..stats.analysis import (
+    ModelAnalysis,
+    analyse_model,
+    control_mask,
+    first_scans,
+    group_order,
+    has_groups,
+    rescan_pairs,
+)
+from ..stats.bias import BiasCorrection, BiasError, age_bin, age_bin_label, pad_age_correlation
 from ..stats.compare import adjust_pvalues, compare_groups
 from ..stats.voxelwise import MapError, MapRecord, PairRecord, accumulate_maps, maps_fdr, unmask
 from .train import UNTRUSTWORTHY_FLAGS
@@ -69,6 +78,17 @@ STATS_COLUMNS = {
     "cohens_d": "Cohen's d, (mean1 - mean2) / pooled SD with pooled variance "
                 "((n1-1) var1 + (n2-1) var2) / (n1 + n2 - 2)",
 }  # fmt:skip
+ROI_SUMMARY_COLUMNS = {
+    "roi": "Harvard-Oxford region",
+    "n": "Participants with an age and an ROI value (one scan each)",
+    "mean_local_brainage": "Mean over participants of the ROI's mean local brain age (years)",
+    "mean_local_pad": "Mean local brain-PAD (ROI mean local brain age - age), uncorrected",
+    "sd_local_pad": "Standard deviation of the local brain-PAD (years)",
+    "mae_local": "Mean absolute local brain-PAD (years)",
+    "r_age": "Pearson r of the ROI's local brain age with chronological age",
+    "n_reference": "Reference participants the ROI's bias line is fitted on",
+    "measure": "What the ROI group comparisons use: local_pad_corrected or local_pad",
+}
 BIAS_COLUMNS = {
     "model": "Model bundle",
     "form": "age: PAD = alpha * age + beta (seed 002 Eq. 6-7); predicted: PAD = alpha * "
@@ -117,11 +137,13 @@ class GroupResults:
 
     scans: pd.DataFrame
     models: dict[str, ModelAnalysis] = field(default_factory=dict)
-    roi: pd.DataFrame | None = None
+    roi: pd.DataFrame | None = None  # group comparisons per ROI
+    roi_summary: pd.DataFrame | None = None  # local PAD per ROI
     voxelwise: dict | None = None
     importance: dict = field(default_factory=dict)  # method → population maps
-    notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # statistics not computed, and why
+    gaps: list[str] = field(default_factory=list)  # scans missing from the participant level
     model_names: list[str] = field(default_factory=list)
 
 
@@ -143,14 +165,26 @@ def exclusion_reasons(table: pd.DataFrame, include_failed_qc: bool) -> pd.Series
     return table.apply(reason, axis=1) if len(table) else pd.Series(dtype=object)
 
 
+def read_brainage_table(path: str) -> pd.DataFrame:
+    """A scan's ``_brainage.tsv``; older tables without the interval columns are accepted."""
+    found = pd.read_csv(path, sep="\t", na_values="n/a")
+    missing = [c for c in ("model", "predicted_age") if c not in found.columns]
+    if missing:
+        raise KeyError(f"no {' or '.join(missing)} column")
+    for column in ("interval_lower", "interval_upper"):
+        if column not in found.columns:
+            found[column] = math.nan
+    found["predicted_age"] = pd.to_numeric(found["predicted_age"], errors="raise")
+    return found[["model", "predicted_age", "interval_lower", "interval_upper"]]
+
+
 def read_predictions(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Long table: scan index, model, predicted age and interval, from every _brainage.tsv."""
     frames, problems = [], []
     for index, row in table[table["excluded"].isna()].iterrows():
         path = scan_prefix(row["qc_file"]) + "_brainage.tsv"
         try:
-            found = pd.read_csv(path, sep="\t", na_values="n/a")
-            found = found[["model", "predicted_age", "interval_lower", "interval_upper"]]
+            found = read_brainage_table(path)
         except (OSError, ValueError, KeyError) as err:
             problems.append(f"{path}: unreadable brain-age table ({err}); scan excluded")
             table.loc[index, "excluded"] = "unreadable brain-age table"
@@ -198,8 +232,11 @@ def dataset_reference(once: pd.DataFrame, config: Config) -> tuple[pd.Series, st
                        "themselves (--bias-reference all): corrected PADs are not independent "
                        "of the fit")  # fmt:skip
         return has_age, "all participants (the test participants themselves)"
-    controls = has_age & is_control(once["group"], labels)
-    name = "controls (" + ", ".join(sorted(set(once.loc[controls, "group"].astype(str)))) + ")"
+    controls = has_age & control_mask(once["group"], labels)
+    if has_groups(once["group"]):
+        name = "controls (" + ", ".join(sorted(set(once.loc[controls, "group"].astype(str)))) + ")"
+    else:
+        name = "all participants (participants.tsv has no group: everyone counted as a control)"
     if stats.bias_reference_query:
         try:
             kept = once[controls].query(stats.bias_reference_query).index
@@ -211,46 +248,71 @@ def dataset_reference(once: pd.DataFrame, config: Config) -> tuple[pd.Series, st
     return pd.Series(controls, index=once.index), name
 
 
+def read_external_reference(path: Path) -> pd.DataFrame:
+    """A ``--bias-reference`` TSV with age and predicted_age columns."""
+    try:
+        table = pd.read_csv(path, sep="\t", na_values="n/a")[["age", "predicted_age"]]
+        return table.apply(pd.to_numeric, errors="raise")
+    except (OSError, ValueError, KeyError) as err:
+        raise StatisticsError(f"{path}: not a TSV with numeric age and predicted_age columns "
+                              f"({err})") from None  # fmt:skip
+
+
 def choose_reference(model: str, once: pd.DataFrame, config: Config):
-    """(reference table, name, mask over ``once`` or None when the set is external)."""
+    """(reference table or None, its name or why there is none, mask over ``once`` or None)."""
     how = config.statistics.bias_reference
     output_dir = config.execution.output_dir
     if how not in ("auto", "controls", "bundle", "all"):
         path = Path(how)
-        try:
-            table = pd.read_csv(path, sep="\t", na_values="n/a")[["age", "predicted_age"]]
-        except (OSError, ValueError, KeyError) as err:
-            raise StatisticsError(f"{path}: not a TSV with age and predicted_age columns "
-                                  f"({err})") from None  # fmt:skip
-        return table, f"external table {path}", None
+        return read_external_reference(path), f"external table {path}", None
     if how in ("auto", "controls", "all"):
         mask, name = dataset_reference(once, config)
         if how != "auto" or mask.sum() >= MIN_BIAS_CONTROLS:
             return once.loc[mask, ["age", "predicted_age"]], name, mask
-    table = bundle_reference(model, output_dir)
+    try:
+        table = bundle_reference(model, output_dir)
+    except StatisticsError as err:
+        if how == "bundle":
+            return None, str(err), None
+        return None, (f"{int(mask.sum())} control(s) with an age, fewer than the "
+                      f"{MIN_BIAS_CONTROLS} that --bias-reference auto needs, and {err}; pass "
+                      "--bias-reference controls to fit on them anyway, or a TSV of another "
+                      "dataset's controls"), None  # fmt:skip
     return table, f"out-of-fold predictions of the bundle {model} (its training data)", None
 
 
 # --- ROI and voxel-wise ------------------------------------------------------------------------
+def reference_scans(scans: pd.DataFrame, reference_mask: pd.Series | None, labels) -> set:
+    """The in-dataset bias reference (one scan per participant), else the controls with an age."""
+    if reference_mask is not None and reference_mask.any():
+        return set(reference_mask[reference_mask].index)
+    return set(scans.index[control_mask(scans["group"], labels) & scans["age"].notna()])
+
+
 def roi_statistics(scans: pd.DataFrame, reference_mask: pd.Series | None, config: Config):
-    """Per ROI: local PAD, linear age-bias correction on the reference, group comparisons."""
+    """Per ROI: local PAD, linear age-bias correction on the reference, group comparisons.
+
+    Returns (summary per ROI, comparisons, skipped) or None when no scan has an ROI table.
+    """
     rows = []
-    scans = first_scans(scans)
+    scans = first_scans(scans[scans["age"].notna()])
     for index, row in scans.iterrows():
         path = Path(scan_prefix(row["qc_file"]) + ROI_TABLE_SUFFIX)
         if path.is_file():
-            table = pd.read_csv(path, sep="\t", na_values="n/a")
+            try:
+                table = pd.read_csv(path, sep="\t", na_values="n/a")[
+                    ["roi", "mean_local_brainage"]
+                ]
+            except (OSError, ValueError, KeyError):
+                continue  # its scan's local map is reported unreadable by the voxel-wise pass
             rows.append(table.assign(scan=index))
     if not rows:
         return None
     long = pd.concat(rows, ignore_index=True).join(scans[["age", "group"]], on="scan")
     long["local_pad"] = long["mean_local_brainage"] - long["age"]
     labels = config.models.control_labels
-    reference = set(reference_mask[reference_mask].index) if reference_mask is not None else set()
-    if not reference:
-        controls = scans.index[is_control(scans["group"], labels) & scans["age"].notna()]
-        reference = set(controls)
-    results = []
+    reference = reference_scans(scans, reference_mask, labels)
+    results, summary = [], []
     order = group_order(scans["group"], labels)[::-1]
     for roi, per_roi in long.groupby("roi", sort=False):
         per_roi = per_roi.dropna(subset=["local_pad"])
@@ -261,13 +323,28 @@ def roi_statistics(scans: pd.DataFrame, reference_mask: pd.Series | None, config
             measure = "local_pad_corrected"
         except BiasError:
             values, measure = per_roi["local_pad"].to_numpy(), "local_pad"
-        table = compare_groups(pd.Series(values, index=per_roi.index),
-                               per_roi["group"].astype(str), order)  # fmt:skip
-        results.append(table.assign(roi=roi, measure=measure))
-    table = pd.concat(results, ignore_index=True)
-    if not table.empty:
-        table["p_bonferroni"], table["p_fdr"] = adjust_pvalues(table["p"])
-    return table
+        summary.append({"roi": roi, "n": len(per_roi),
+                        "mean_local_brainage": per_roi["mean_local_brainage"].mean(),
+                        "mean_local_pad": per_roi["local_pad"].mean(),
+                        "sd_local_pad": per_roi["local_pad"].std(ddof=1),
+                        "mae_local": per_roi["local_pad"].abs().mean(),
+                        "r_age": pad_age_correlation(per_roi["age"],
+                                                     per_roi["mean_local_brainage"]),
+                        "n_reference": len(ref), "measure": measure})  # fmt:skip
+        if len(order) >= 2:
+            table = compare_groups(pd.Series(values, index=per_roi.index),
+                                   per_roi["group"].astype(str), order)  # fmt:skip
+            results.append(table.assign(roi=roi, measure=measure))
+    skipped = []
+    comparisons = pd.concat(results, ignore_index=True) if results else pd.DataFrame()
+    if not comparisons.empty:
+        comparisons["p_bonferroni"], comparisons["p_fdr"] = adjust_pvalues(comparisons["p"])
+    else:
+        skipped.append("ROI group comparisons: fewer than two groups")
+    if summary and summary[0]["measure"] == "local_pad":
+        skipped.append("ROI bias correction: fewer than 3 reference participants with an ROI "
+                       "table")  # fmt:skip
+    return pd.DataFrame(summary), comparisons, skipped
 
 
 def scan_maps(scans: pd.DataFrame, suffix: str) -> dict:
@@ -302,17 +379,20 @@ def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
                          reference_mask: pd.Series | None, config: Config):  # fmt:skip
     """Welch t/d/p maps between groups, ICC map over rescans, age-bin bias maps (seed 002)."""
     paths = scan_maps(scans, LOCAL_MAP_SUFFIX)
+    if not paths:
+        return None
     readable = first_readable(paths.values())
     if readable is None:
-        return None
+        return {"maps": {}, "failures": [f"{p}: cannot be read as NIfTI" for p in paths.values()],
+                "skipped": [f"voxel-wise statistics: none of the {len(paths)} local maps could "
+                            "be read"], "n_maps": 0, "n_pairs": 0}  # fmt:skip
     path, first, data = readable
     mask = np.isfinite(data) & (data != 0)  # local maps are zero outside the template brain
     labels = config.models.control_labels
-    reference = set(reference_mask[reference_mask].index) if reference_mask is not None else set()
-    if not reference:
-        reference = set(scans.index[is_control(scans["group"], labels) & scans["age"].notna()])
+    reference = reference_scans(scans, reference_mask, labels)
     once = set(first_scans(scans.loc[list(paths)]).index)
-    records = [MapRecord(paths[i], str(scans.at[i, "group"]), age_bin(scans.at[i, "age"]),
+    group_of = scans["group"].astype(object).where(scans["group"].notna(), "")
+    records = [MapRecord(paths[i], str(group_of[i]), age_bin(scans.at[i, "age"]),
                          i in reference, float(scans.at[i, "age"]))
                for i in paths if i in once and pd.notna(scans.at[i, "age"])]  # fmt:skip
     map_pairs = [PairRecord(paths[p.first], paths[p.second]) for p in pairs.itertuples()
@@ -321,13 +401,21 @@ def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
     space, resolution = space_of(path)
     result = {"mask": mask, "affine": first.affine, "maps": {}, "failures": sums.failures,
               "space": space, "resolution": resolution, "n_maps": len(records),
-              "n_pairs": sums.pairs}  # fmt:skip
+              "n_pairs": sums.pairs, "skipped": []}  # fmt:skip
+    if len(paths) < len(scans):
+        result["skipped"].append(f"voxel-wise statistics use the {len(paths)} of {len(scans)} "
+                                 "scans that have a local map")  # fmt:skip
+    if not sums.reference_counts:
+        result["skipped"].append("voxel-wise age-bias and group maps: no reference participant "
+                                 "(controls with an age) has a local map")  # fmt:skip
     if sums.reference_counts:
         bins = sums.bias_maps()
         result["bias_bins"] = [age_bin_label(b) for b in bins]
         result["bias_counts"] = [sums.reference_counts[b] for b in bins]
         result["maps"]["agebias"] = np.stack([unmask(m, mask) for m in bins.values()], axis=-1)
-        order = group_order(pd.Series(sums.groups()), labels)[::-1]
+        order = [g for g in group_order(pd.Series(sums.groups()), labels) if g][::-1]
+        if len(order) < 2:
+            result["skipped"].append("voxel-wise group maps: fewer than two groups")
         for i, g1 in enumerate(order):
             for g2 in order[i + 1 :]:
                 try:
@@ -341,6 +429,9 @@ def voxelwise_statistics(scans: pd.DataFrame, pairs: pd.DataFrame,
                 result["maps"][f"{stem}pfdr"] = unmask(maps_fdr(welch["p"]), mask, fill=1.0)
     if sums.pairs >= 2:
         result["maps"]["icc"] = unmask(sums.icc_map(), mask)
+    else:
+        result["skipped"].append(f"voxel-wise ICC: {sums.pairs} rescan pair(s) with local maps, "
+                                 "at least 2 needed")  # fmt:skip
     return result
 
 
@@ -357,9 +448,13 @@ def importance_statistics(scans: pd.DataFrame, method: str):
     suffix, prefix, _ = IMPORTANCE_MAPS[method]
     once = first_scans(scans)
     paths = scan_maps(once, suffix)
+    if not paths:
+        return None
     readable = first_readable(paths.values())
     if readable is None:
-        return None
+        return {"method": method, "maps": {}, "n_maps": 0, "n_pairs": None,
+                "counts": {"all": 0, "under30": 0, "over60": 0},
+                "failures": [f"{p}: cannot be read as NIfTI" for p in paths.values()]}  # fmt:skip
     first_path, first, _ = readable
     sums = {"all": np.zeros(first.shape[:3]), "under30": np.zeros(first.shape[:3]),
             "over60": np.zeros(first.shape[:3])}  # fmt:skip
@@ -393,63 +488,101 @@ def importance_statistics(scans: pd.DataFrame, method: str):
 
 # --- the whole analysis ------------------------------------------------------------------------
 def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
-    """Everything the group level computes, no file written."""
+    """Everything the group level computes, no file written; what it cannot, with the reason."""
     table = table.copy()
     table["excluded"] = exclusion_reasons(table, config.statistics.include_failed_qc)
     predictions, problems = read_predictions(table)
     results = GroupResults(table, problems=problems)
+    included = table[table["excluded"].isna()]
+    results.skipped += dataset_shape_notes(table, included)
     models = list(dict.fromkeys(predictions["model"]))
     results.model_names = models
-    if not models:
-        results.notes.append("no brain-age predictions: statistics skipped")
-        return results
-    included = table[table["excluded"].isna()]
+    if not models and not included.empty:
+        results.skipped.append("brain-age statistics: no scan has a brain-age prediction (run the "
+                               "participant level with a --model)")  # fmt:skip
     for model in models:
         found = predictions[predictions["model"] == model].set_index("scan")
         scans = included.join(found[["predicted_age", "interval_lower", "interval_upper"]],
                               how="inner")  # fmt:skip
+        if len(scans) < len(included):
+            results.skipped.append(f"model {model}: predictions for {len(scans)} of "
+                                   f"{len(included)} included scans (the others were run with "
+                                   "another --model); its statistics use those")  # fmt:skip
         once = first_scans(scans[scans["age"].notna()])
-        try:
-            reference, name, mask = choose_reference(model, once, config)
-            analysis = analyse_model(
-                model,
-                scans,
-                reference,
-                name,
-                config.statistics.bias_form,
-                config.models.control_labels,
-                config.seeds.derive("stats"),
-            )
-        except (BiasError, StatisticsError) as err:
-            results.notes.append(f"model {model}: no bias correction or statistics ({err})")
-            for column in ("predicted_age", "interval_lower", "interval_upper"):
-                table.loc[scans.index, f"{model}_{column}"] = scans[column]
-            continue
-        analysis.reference_mask = mask
+        reference, name, mask = choose_reference(model, once, config)
+        analysis = analyse_model(
+            model,
+            scans,
+            reference,
+            name,
+            config.statistics.bias_form,
+            config.models.control_labels,
+            config.seeds.derive("stats"),
+        )
+        analysis.reference_mask = mask if analysis.bias is not None else None
         results.models[model] = analysis
+        results.skipped += [f"model {model}: {line}" for line in analysis.skipped]
         for column in MODEL_COLUMNS:
             table.loc[analysis.scans.index, f"{model}_{column}"] = analysis.scans[column]
     results.scans = table
-    if results.models:
-        primary = next(iter(results.models.values()))
-        scans = table[table["excluded"].isna()]
-        results.roi = roi_statistics(scans, primary.reference_mask, config)
-        results.voxelwise = voxelwise_statistics(scans, primary.pairs, primary.reference_mask,
-                                                 config)  # fmt:skip
-        aged = scans[scans["age"].notna()]
-        results.importance = {
-            method: found
-            for method in IMPORTANCE_MAPS
-            if (found := importance_statistics(aged, method)) is not None
-        }
+    primary = next(iter(results.models.values()), None)
+    reference_mask = primary.reference_mask if primary else None
+    pairs = primary.pairs if primary else rescan_pairs(included)
+    roi = roi_statistics(included, reference_mask, config)
+    if roi is None:
+        results.skipped.append("ROI statistics: no scan has an ROI table (they come with a "
+                               "local-unet --model at the participant level)")  # fmt:skip
+    else:
+        results.roi_summary, results.roi, skipped = roi
+        results.skipped += skipped
+    results.voxelwise = voxelwise_statistics(included, pairs, reference_mask, config)
+    if results.voxelwise is None:
+        results.skipped.append("voxel-wise statistics: no scan has a local brain-age map")
+    else:
+        results.skipped += results.voxelwise["skipped"]
+    for method in IMPORTANCE_MAPS:
+        found = importance_statistics(included, method)
+        if found is None:
+            results.skipped.append(f"population {method} maps: no scan has {method} maps")
+        else:
+            results.importance[method] = found
     return results
 
 
+def dataset_shape_notes(table: pd.DataFrame, included: pd.DataFrame) -> list[str]:
+    """What the shape of the dataset rules out, said once, before the per-model lines."""
+    notes = []
+    if included.empty:
+        reasons = table["excluded"].value_counts()
+        hint = (
+            "; --include-failed-qc keeps scans that failed QC"
+            if any(str(why).startswith("QC:") for why in reasons.index)
+            else ""
+        )
+        notes.append(
+            f"all {len(table)} scan(s) excluded ("
+            + "; ".join(f"{why}: {n}" for why, n in reasons.items())
+            + f"): no statistics{hint}"
+        )
+    elif included["age"].isna().all():
+        notes.append(
+            "no included scan has an age (participants.tsv has no usable age column):"
+            " brain-PAD, bias correction, accuracy and group comparisons skipped"
+        )
+    elif included["age"].isna().any():
+        n = int(included["age"].isna().sum())
+        notes.append(f"{n} included scan(s) have no age: they count for the test-retest ICC "
+                     "only")  # fmt:skip
+    return notes
+
+
 # --- writing -----------------------------------------------------------------------------------
-def write_staged(config: Config, staged: Path, suffix: str, meta: dict, **entities) -> Path:
-    """Copy a staged group file (and its sidecar) into OUTPUT_DIR under its BIDS name."""
+def write_staged(root: Path, staged: Path, suffix: str, meta: dict, **entities) -> Path:
+    """Copy a staged group file (and its sidecar) under ``root`` (the group staging tree that
+    replaces OUTPUT_DIR's group outputs at the end) with its BIDS name.
+    """
     extension = ".nii.gz" if staged.name.endswith(".nii.gz") else staged.suffix
-    sink = DerivativesDataSink(base_directory=str(config.execution.output_dir),
+    sink = DerivativesDataSink(base_directory=str(root),
                                entities={k: v for k, v in entities.items() if v},
                                suffix=suffix, extension=extension, in_file=str(staged),
                                meta_dict=meta)  # fmt:skip
@@ -463,16 +596,18 @@ def staging_dir(config: Config) -> Path:
     return staging
 
 
-def write_stats_table(config: Config, table: pd.DataFrame, desc: str, columns: dict) -> Path:
+def write_stats_table(config: Config, root: Path, table: pd.DataFrame, desc: str,
+                      columns: dict) -> Path:  # fmt:skip
     staging = staging_dir(config)
     table = table[[c for c in columns if c in table.columns]]
     staged = staging / f"{desc}_stats.tsv"
     table.to_csv(staged, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
     meta = {c: {"Description": d} for c, d in columns.items() if c in table.columns}
-    return write_staged(config, staged, "stats", meta, desc=desc)
+    return write_staged(root, staged, "stats", meta, desc=desc)
 
 
-def write_maps(config: Config, voxelwise: dict, sources: str = "local brain-age maps of the "
+def write_maps(config: Config, root: Path, voxelwise: dict,
+               sources: str = "local brain-age maps of the "
                "participant level (*_desc-local_brainage)") -> list[Path]:  # fmt:skip
     staging = staging_dir(config)
     written = []
@@ -488,7 +623,7 @@ def write_maps(config: Config, voxelwise: dict, sources: str = "local brain-age 
             meta.update(
                 AgeBins=voxelwise["bias_bins"], ReferenceMapsPerBin=voxelwise["bias_counts"]
             )
-        written.append(write_staged(config, staged, "statmap", meta, space=voxelwise["space"],
+        written.append(write_staged(root, staged, "statmap", meta, space=voxelwise["space"],
                              resolution=voxelwise["resolution"], desc=desc))  # fmt:skip
     return written
 
@@ -524,16 +659,28 @@ def describe_results(results: GroupResults) -> list[str]:
     lines = []
     for model, analysis in results.models.items():
         bias = analysis.bias_summary
-        lines.append(
-            f"{model}: bias fitted on {bias['reference']} (n={bias['n_reference']}, "
-            f"slope {bias['alpha']:.3f}); PAD-age r in controls "
-            f"{bias['pad_age_r_controls_before']:.2f} -> {bias['pad_age_r_controls_after']:.2f}"
-        )
-        corrected = analysis.comparisons[analysis.comparisons["measure"] == "brain_pad_corrected"]
-        for row in corrected.itertuples():
-            lines.append(f"  {row.group1} vs {row.group2}: corrected PAD difference "
-                         f"{row.difference:+.2f} y, Welch t({row.df:.1f}) = {row.t:.2f}, "
-                         f"p = {row.p:.3g}, d = {row.cohens_d:.2f}")  # fmt:skip
+        if analysis.bias is not None:
+            lines.append(
+                f"{model}: bias fitted on {bias['reference']} (n={bias['n_reference']}, "
+                f"slope {bias['alpha']:.3f}); PAD-age r in controls "
+                f"{bias['pad_age_r_controls_before']:.2f} -> "
+                f"{bias['pad_age_r_controls_after']:.2f}"
+            )
+        else:
+            lines.append(f"{model}: brain-PAD not bias-corrected")
+        if math.isfinite(bias["mae_controls"]):
+            lines.append(f"  accuracy on {bias['n_controls']} controls: MAE "
+                         f"{bias['mae_controls']:.2f} y, r {bias['r_controls']:.2f}")  # fmt:skip
+        measure = "brain_pad_corrected" if analysis.bias is not None else "brain_pad"
+        label = "corrected PAD" if analysis.bias is not None else "uncorrected PAD"
+        if not analysis.comparisons.empty:
+            chosen = analysis.comparisons[analysis.comparisons["measure"] == measure]
+            for row in chosen.itertuples():
+                test = (f"Welch t({row.df:.1f}) = {row.t:.2f}, p = {row.p:.3g}, "
+                        f"d = {row.cohens_d:.2f}" if math.isfinite(row.t)
+                        else f"n = {row.n1} and {row.n2}: no t-test")  # fmt:skip
+                lines.append(f"  {row.group1} vs {row.group2}: {label} difference "
+                             f"{row.difference:+.2f} y, {test}")  # fmt:skip
         for row in analysis.roc.itertuples():
             lines.append(f"  ROC-AUC {row.group} vs controls {row.auc:.2f} "
                          f"[{row.auc_ci_low:.2f}, {row.auc_ci_high:.2f}]")  # fmt:skip

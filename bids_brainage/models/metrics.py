@@ -40,7 +40,11 @@ def accuracy_metrics(age, predicted, *, baseline_age: float | None = None) -> di
     if age.size < 2:
         raise ValueError("accuracy needs at least two predictions")
     baseline = float(np.median(age)) if baseline_age is None else float(baseline_age)
-    r = stats.pearsonr(age, predicted).statistic if np.ptp(predicted) > 0 else math.nan
+    r = (
+        stats.pearsonr(age, predicted).statistic
+        if np.ptp(predicted) > 0 and np.ptp(age) > 0
+        else math.nan
+    )
     return {
         "n": int(age.size),
         "mae": float(np.mean(np.abs(predicted - age))),

@@ -45,9 +45,11 @@ def _scatter_figure(scans: pd.DataFrame, model: str, target: Path) -> Path:
 
 
 def _pad_figure(once: pd.DataFrame, order: list, model: str, target: Path) -> Path:
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
-    panels = (("brain_pad", "uncorrected"), ("brain_pad_corrected", "bias-corrected"))
-    for ax, (column, title) in zip(axes, panels, strict=True):
+    panels = [("brain_pad", "uncorrected"), ("brain_pad_corrected", "bias-corrected")]
+    panels = [(c, t) for c, t in panels if once[c].notna().any()]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), sharey=True,
+                             squeeze=False)  # fmt:skip
+    for ax, (column, title) in zip(axes[0], panels, strict=True):
         data = [once.loc[once["group"].astype(str) == g, column].dropna() for g in order]
         ax.boxplot(data, showfliers=False)
         ax.set_xticks(range(1, len(order) + 1), order)
@@ -61,14 +63,15 @@ def _pad_figure(once: pd.DataFrame, order: list, model: str, target: Path) -> Pa
 
 def _roc_figure(once: pd.DataFrame, roc: pd.DataFrame, control_labels, target: Path) -> Path:
     fig, ax = plt.subplots(figsize=(4.5, 4.3))
-    controls = once[is_control(once["group"], control_labels)]["brain_pad_corrected"]
+    controls = once[is_control(once["group"], control_labels)]
     for row in roc.itertuples():
-        patients = once[once["group"].astype(str) == row.group]["brain_pad_corrected"]
-        fpr, tpr = roc_curve_points(patients, controls)
+        patients = once[once["group"].astype(str) == row.group][row.measure]
+        fpr, tpr = roc_curve_points(patients, controls[row.measure])
         ax.plot(fpr, tpr, label=f"{row.group} (AUC {row.auc:.2f})")
     ax.plot([0, 1], [0, 1], "k--", lw=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate",
-           title="ROC: corrected brain-PAD vs controls")  # fmt:skip
+           title=f"ROC: {'corrected ' if roc['measure'].iloc[0].endswith('corrected') else ''}"
+                 "brain-PAD vs controls")  # fmt:skip
     ax.legend(fontsize=8)
     return _save(fig, target)
 
@@ -116,22 +119,32 @@ def methods_paragraph(results, config) -> str:
     for model, analysis in results.models.items():
         bias = analysis.bias_summary
         once = first_scans(analysis.scans[analysis.scans["age"].notna()])
-        counts = once["group"].fillna("n/a").astype(str).value_counts().sort_index()
+        counts = once["group"].fillna("ungrouped").astype(str).value_counts().sort_index()
         form = ("chronological age (Eq. 6-7 of Popescu et al., 2021)" if bias["form"] == "age"
                 else "predicted age (Eq. 8 of Popescu et al., 2021)")  # fmt:skip
         text = (
             f"Brain age was predicted with the model {model} for "
-            f"{', '.join(f'{n} {g}' for g, n in counts.items())} participants (one scan each). "
-            f"Age bias (regression dilution) was corrected by regressing brain-PAD on {form} in "
-            f"{bias['reference']} (n = {bias['n_reference']}; slope {bias['alpha']:.3f}, "
-            f"intercept {bias['beta']:.2f} years) and subtracting the fitted line from every "
-            f"participant's brain-PAD; in the controls, the correlation of brain-PAD with age "
-            f"went from r = {bias['pad_age_r_controls_before']:.2f} to "
-            f"r = {bias['pad_age_r_controls_after']:.2f}. Uncorrected accuracy on the controls: "
-            f"MAE {bias['mae_controls']:.2f} years, r = {bias['r_controls']:.2f}, "
-            f"R² = {bias['r2_controls']:.2f}. "
+            f"{', '.join(f'{n} {g}' for g, n in counts.items()) or 'no'} participants with an "
+            "age (one scan each). "
         )
-        corrected = analysis.comparisons[analysis.comparisons["measure"] == "brain_pad_corrected"]
+        if analysis.bias is not None:
+            text += (
+                f"Age bias (regression dilution) was corrected by regressing brain-PAD on {form} "
+                f"in {bias['reference']} (n = {bias['n_reference']}; slope {bias['alpha']:.3f}, "
+                f"intercept {bias['beta']:.2f} years) and subtracting the fitted line from every "
+                f"participant's brain-PAD; in the controls, the correlation of brain-PAD with age "
+                f"went from r = {bias['pad_age_r_controls_before']:.2f} to "
+                f"r = {bias['pad_age_r_controls_after']:.2f}. "
+            )
+        else:
+            text += f"Brain-PAD was not corrected for age bias ({bias['reference']}). "
+        if math.isfinite(bias["mae_controls"]):
+            text += (f"Uncorrected accuracy on the {bias['n_controls']} controls: MAE "
+                     f"{bias['mae_controls']:.2f} years, r = {bias['r_controls']:.2f}, "
+                     f"R² = {bias['r2_controls']:.2f}. ")  # fmt:skip
+        measure = "brain_pad_corrected" if analysis.bias is not None else "brain_pad"
+        corrected = (analysis.comparisons[analysis.comparisons["measure"] == measure]
+                     if not analysis.comparisons.empty else analysis.comparisons)  # fmt:skip
         if not corrected.empty:
             text += ("Groups were compared with Welch's t-test (Welch-Satterthwaite degrees of "
                      "freedom; Bonferroni and Benjamini-Hochberg corrections over the pairs) and "
@@ -165,8 +178,18 @@ def methods_paragraph(results, config) -> str:
     return "\n".join(f'<p class="methods">{html.escape(p)}</p>' for p in parts)
 
 
-def write_group_report(results, config, written: list[Path]) -> Path:
-    output_dir = config.execution.output_dir
+def _list_section(title: str, lines: list[str], css: str = "") -> str:
+    if not lines:
+        return ""
+    items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
+    return f'<h2>{title}</h2><ul class="{css}">{items}</ul>'
+
+
+def write_group_report(results, config, written: list[Path], root: Path) -> Path:
+    """Write ``root/group.html`` and its figures under ``root/group/figures``; ``root`` is
+    the staging tree that becomes OUTPUT_DIR's group outputs, so links are relative to it.
+    """
+    output_dir = Path(root)
     figures = output_dir / "group" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     labels = config.models.control_labels
@@ -178,8 +201,10 @@ def write_group_report(results, config, written: list[Path]) -> Path:
         f"participant(s); {len(excluded)} excluded.</p>"
         + _table(excluded, ["participant_id", "session_id", "run", "excluded"])
     )
-    for note in results.notes + results.problems:
-        sections.append(f'<p class="note">{html.escape(note)}</p>')
+    sections.append(_list_section("Participant level: failed or missing scans", results.gaps,
+                                  "note"))  # fmt:skip
+    sections.append(_list_section("Problems", results.problems, "note"))
+    sections.append(_list_section("Skipped statistics", results.skipped))
 
     def img(path: Path, alt: str) -> str:
         return f'<img src="{path.relative_to(output_dir).as_posix()}" alt="{html.escape(alt)}">'
@@ -187,18 +212,23 @@ def write_group_report(results, config, written: list[Path]) -> Path:
     for model, analysis in results.models.items():
         stem = _safe(model)
         with_age = analysis.scans[analysis.scans["age"].notna()]
-        once = first_scans(with_age)
+        once = first_scans(with_age).assign(group=lambda t: t["group"].fillna("ungrouped"))
         order = group_order(once["group"], labels)
-        parts = [f"<h2>Model {html.escape(model)}</h2>",
-                 img(_scatter_figure(with_age, model, figures / f"{stem}_scatter.png"),
-                     "predicted vs chronological age"),
-                 "<h3>Age-bias correction</h3>",
-                 _table(pd.DataFrame([analysis.bias_summary]),
-                        ["form", "reference", "n_reference", "alpha", "beta",
-                         "pad_age_r_controls_before", "pad_age_r_controls_after",
-                         "mae_controls", "r_controls", "r2_controls"]),
-                 img(_pad_figure(once, order, model, figures / f"{stem}_pad.png"),
-                     "brain-PAD per group")]  # fmt:skip
+        parts = [f"<h2>Model {html.escape(model)}</h2>"]
+        if with_age.empty:
+            parts.append("<p>No scan has an age: predicted ages are in group_scans.tsv; "
+                         "brain-PAD figures need ages.</p>")  # fmt:skip
+        else:
+            parts.append(img(_scatter_figure(with_age, model, figures / f"{stem}_scatter.png"),
+                             "predicted vs chronological age"))  # fmt:skip
+        parts += ["<h3>Age-bias correction</h3>",
+                  _table(pd.DataFrame([analysis.bias_summary]),
+                         ["form", "reference", "n_reference", "alpha", "beta",
+                          "pad_age_r_controls_before", "pad_age_r_controls_after",
+                          "n_controls", "mae_controls", "r_controls", "r2_controls"])]  # fmt:skip
+        if not with_age.empty:
+            parts.append(img(_pad_figure(once, order, model, figures / f"{stem}_pad.png"),
+                             "brain-PAD per group"))  # fmt:skip
         if not analysis.comparisons.empty:
             parts += ["<h3>Group comparisons</h3>", _table(analysis.comparisons, [
                 "measure", "group1", "group2", "n1", "n2", "difference", "difference_ci_low",
@@ -220,12 +250,16 @@ def write_group_report(results, config, written: list[Path]) -> Path:
         elif len(analysis.pairs) == 1:
             parts.append("<p>One rescan pair only: ICC needs at least two.</p>")
         sections.append("".join(parts))
-    if results.roi is not None:
-        top = results.roi.reindex(results.roi["cohens_d"].abs().sort_values(ascending=False).index)
+    if results.roi_summary is not None:
         sections.append("<h2>Regions of interest (local brain-PAD)</h2>" + _table(
+            results.roi_summary, ["roi", "n", "mean_local_brainage", "mean_local_pad",
+                                  "sd_local_pad", "mae_local", "r_age"]))  # fmt:skip
+    if results.roi is not None and not results.roi.empty:
+        top = results.roi.reindex(results.roi["cohens_d"].abs().sort_values(ascending=False).index)
+        sections.append("<h3>ROI group comparisons</h3>" + _table(
             top, ["roi", "measure", "group1", "group2", "n1", "n2", "difference", "t", "df", "p",
                   "p_bonferroni", "p_fdr", "cohens_d"]))  # fmt:skip
-    if results.voxelwise is not None:
+    if results.voxelwise is not None and results.voxelwise["maps"]:
         vox = results.voxelwise
         parts = [
             f"<h2>Voxel-wise ({vox['n_maps']} local maps, {vox['n_pairs']} rescan pairs)</h2>"
@@ -242,6 +276,10 @@ def write_group_report(results, config, written: list[Path]) -> Path:
             parts.append(f'<p class="note">{html.escape(failure)}</p>')
         sections.append("".join(parts))
     for method, imp in results.importance.items():
+        if not imp["maps"]:
+            sections.append(_list_section(f"Population importance ({method}): no readable map",
+                                          imp["failures"], "note"))  # fmt:skip
+            continue
         parts = [
             f"<h2>Population importance ({imp['n_maps']} {method} maps; "
             f"{imp['counts']['under30']} under 30, {imp['counts']['over60']} over 60)</h2>"

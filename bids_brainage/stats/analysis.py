@@ -11,15 +11,16 @@ so that rescans do not count twice; rescans feed the reliability (ICC, Bland-Alt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..models.metrics import accuracy_metrics
-from .bias import BiasCorrection, pad_age_correlation
+from .bias import BiasCorrection, BiasError, pad_age_correlation
 from .compare import bland_altman, compare_groups, icc_2_1, roc_auc
 
+MIN_ACCURACY_CONTROLS = 3  # MAE, r and R² on fewer controls say nothing
 MEASURES = {
     "brain_pad_corrected": "brain-PAD after the bias correction",
     "brain_pad": "brain-PAD without correction",
@@ -28,17 +29,18 @@ MEASURES = {
 
 @dataclass
 class ModelAnalysis:
-    """One model's corrected predictions and statistics."""
+    """One model's corrected predictions and statistics; ``skipped`` says what could not run."""
 
     model: str
     scans: pd.DataFrame
-    bias: BiasCorrection
+    bias: BiasCorrection | None
     bias_summary: dict
     comparisons: pd.DataFrame
     roc: pd.DataFrame
     reliability: pd.DataFrame
     pairs: pd.DataFrame
     reference_mask: pd.Series | None = None  # over one-scan-per-participant rows, if in-dataset
+    skipped: list[str] = field(default_factory=list)
 
 
 def is_control(groups: pd.Series, control_labels) -> pd.Series:
@@ -46,7 +48,21 @@ def is_control(groups: pd.Series, control_labels) -> pd.Series:
     return groups.fillna("").astype(str).str.lower().isin(labels)
 
 
+def has_groups(groups: pd.Series) -> bool:
+    """Whether participants.tsv gave any participant a group."""
+    return bool(groups.notna().any())
+
+
+def control_mask(groups: pd.Series, control_labels) -> pd.Series:
+    """The healthy controls; with no group column at all, everyone (as for training)."""
+    if not has_groups(groups):
+        return pd.Series(True, index=groups.index)
+    return is_control(groups, control_labels)
+
+
 def scan_order_key(scans: pd.DataFrame) -> pd.Series:
+    if scans.empty:
+        return pd.Series(index=scans.index, dtype=str)
     parts = scans[["session_id", "run", "acquisition"]].astype(object).fillna("")
     return parts.astype(str).agg("|".join, axis=1)
 
@@ -77,44 +93,69 @@ def rescan_pairs(scans: pd.DataFrame) -> pd.DataFrame:
 def analyse_model(
     model: str,
     scans: pd.DataFrame,
-    reference: pd.DataFrame,
+    reference: pd.DataFrame | None,
     reference_name: str,
     form: str,
     control_labels,
     seed: int = 0,
 ) -> ModelAnalysis:
+    """Everything that the scans allow; what they do not is listed in ``skipped``.
+
+    ``reference`` is None when no bias reference exists; ``reference_name`` then says why.
+    """
     scans = scans.copy()
-    bias = BiasCorrection.fit(reference["age"], reference["predicted_age"], form, reference_name)
+    skipped = []
+    bias = None
+    if reference is not None:
+        try:
+            bias = BiasCorrection.fit(reference["age"], reference["predicted_age"], form,
+                                      reference_name)  # fmt:skip
+        except BiasError as err:
+            skipped.append(f"age-bias correction: {err}")
+    else:
+        skipped.append(f"age-bias correction: {reference_name}")
     scans["brain_pad"] = scans["predicted_age"] - scans["age"]
-    scans["brain_pad_corrected"] = bias.corrected_pad(scans["age"], scans["predicted_age"])
+    scans["brain_pad_corrected"] = (
+        bias.corrected_pad(scans["age"], scans["predicted_age"]) if bias else math.nan
+    )
     scans["predicted_age_corrected"] = scans["age"] + scans["brain_pad_corrected"]
     once = first_scans(scans[scans["age"].notna()])
-    # with no group column everyone is a healthy participant (as for training)
-    has_groups = once["group"].notna().any()
-    controls = once[is_control(once["group"], control_labels)] if has_groups else once
-    corrected_reference = bias.corrected_pad(reference["age"], reference["predicted_age"])
-    summary = {
-        "model": model, **{k: v for k, v in bias.to_dict().items()},
-        "pad_age_r_reference_before": pad_age_correlation(
-            reference["age"], reference["predicted_age"] - reference["age"]),
-        "pad_age_r_reference_after": pad_age_correlation(reference["age"], corrected_reference),
-        "n_controls": int(len(controls)),
-        "pad_age_r_controls_before": pad_age_correlation(controls["age"], controls["brain_pad"]),
-        "pad_age_r_controls_after": pad_age_correlation(controls["age"],
-                                                        controls["brain_pad_corrected"]),
-    }  # fmt:skip
-    if len(controls) >= 3:
+    controls = once[control_mask(once["group"], control_labels)]
+    summary = {"model": model, "form": form, "alpha": math.nan, "beta": math.nan,
+               "n_reference": 0, "reference": reference_name,
+               "pad_age_r_reference_before": math.nan, "pad_age_r_reference_after": math.nan,
+               "n_controls": int(len(controls)),
+               "pad_age_r_controls_before": pad_age_correlation(controls["age"],
+                                                                controls["brain_pad"]),
+               "pad_age_r_controls_after": math.nan}  # fmt:skip
+    if bias is not None:
+        corrected_reference = bias.corrected_pad(reference["age"], reference["predicted_age"])
+        summary.update(
+            bias.to_dict(),
+            pad_age_r_reference_before=pad_age_correlation(
+                reference["age"], reference["predicted_age"] - reference["age"]),
+            pad_age_r_reference_after=pad_age_correlation(reference["age"], corrected_reference),
+            pad_age_r_controls_after=pad_age_correlation(controls["age"],
+                                                         controls["brain_pad_corrected"]),
+        )  # fmt:skip
+    if len(controls) >= MIN_ACCURACY_CONTROLS:
         accuracy = accuracy_metrics(controls["age"].to_numpy(float),
                                     controls["predicted_age"].to_numpy(float))  # fmt:skip
         summary.update(mae_controls=accuracy["mae"], r_controls=accuracy["r"],
                        r2_controls=accuracy["r2"])  # fmt:skip
     else:
         summary.update(mae_controls=math.nan, r_controls=math.nan, r2_controls=math.nan)
-    comparisons, roc = group_tests(once, control_labels, seed)
+        skipped.append(f"accuracy on the controls: {len(controls)} control(s) with an age, "
+                       f"at least {MIN_ACCURACY_CONTROLS} needed")  # fmt:skip
+    measures = [m for m in MEASURES if m != "brain_pad_corrected" or bias is not None]
+    comparisons, roc, why_not = group_tests(once, control_labels, seed, measures)
+    skipped += why_not
     pairs = rescan_pairs(scans)
+    table, why_not = reliability(scans, pairs)
+    skipped += why_not
     return ModelAnalysis(model, scans, bias, summary, comparisons.assign(model=model),
-                         roc.assign(model=model), reliability(scans, pairs).assign(model=model),
-                         pairs)  # fmt:skip
+                         roc.assign(model=model), table.assign(model=model), pairs,
+                         skipped=skipped)  # fmt:skip
 
 
 def group_order(groups: pd.Series, control_labels) -> list:
@@ -124,29 +165,54 @@ def group_order(groups: pd.Series, control_labels) -> list:
     return controls + [g for g in present if g not in controls]
 
 
-def group_tests(once: pd.DataFrame, control_labels, seed: int = 0):
-    """Welch/Cohen's d between every pair of groups (each measure), ROC of patients vs controls."""
+def group_tests(once: pd.DataFrame, control_labels, seed: int = 0, measures=tuple(MEASURES)):
+    """Welch/Cohen's d between every pair of groups (each measure), ROC of patients vs controls.
+
+    Returns the two tables and the list of what was skipped, with the reason.
+    """
+    skipped = []
+    if once.empty:
+        return pd.DataFrame(), pd.DataFrame(), ["group comparisons and ROC: no participant "
+                                                "with an age"]  # fmt:skip
     order = group_order(once["group"], control_labels)
-    comparisons = []
-    for measure in MEASURES:
-        table = compare_groups(once[measure], once["group"].astype(str), order[::-1])
-        comparisons.append(table.assign(measure=measure))
-    comparisons = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
     controls = once[is_control(once["group"], control_labels)]
+    patient_groups = [g for g in order if g not in set(controls["group"].astype(str))]
+    if not has_groups(once["group"]):
+        skipped.append("group comparisons and ROC: participants.tsv has no group column "
+                       "(everyone counted as a control)")  # fmt:skip
+    elif len(order) < 2:
+        what = "no patients" if not patient_groups else "no controls"
+        skipped.append(f"group comparisons: one group only ({order[0]}; {what})")
+    small = [g for g in order if (once["group"].astype(str) == g).sum() < 2]
+    if small and len(order) >= 2:
+        skipped.append(f"Welch t and p for {', '.join(small)}: fewer than 2 participants "
+                       "(the rows stay, with n/a)")  # fmt:skip
+    comparisons = []
+    if len(order) >= 2:
+        for measure in measures:
+            table = compare_groups(once[measure], once["group"].astype(str), order[::-1])
+            comparisons.append(table.assign(measure=measure))
+    comparisons = pd.concat(comparisons, ignore_index=True) if comparisons else pd.DataFrame()
     roc_rows = []
-    for group in order:
-        if group in set(controls["group"].astype(str)):
-            continue
+    if has_groups(once["group"]) and patient_groups and controls.empty:
+        skipped.append("ROC-AUC: no controls")
+    elif has_groups(once["group"]) and not patient_groups:
+        skipped.append("ROC-AUC: no patients")
+    measure = "brain_pad_corrected" if "brain_pad_corrected" in measures else "brain_pad"
+    for group in patient_groups if len(controls) else []:
         patients = once[once["group"].astype(str) == group]
-        roc_rows.append({"group": group, "measure": "brain_pad_corrected",
-                         **roc_auc(patients["brain_pad_corrected"],
-                                   controls["brain_pad_corrected"], seed=seed)})  # fmt:skip
-    return comparisons, pd.DataFrame(roc_rows)
+        if min(len(patients), len(controls)) < 2:
+            skipped.append(f"ROC-AUC {group} vs controls: bootstrap CI with {len(patients)} "
+                           f"patient(s) and {len(controls)} control(s) only reflects the larger "
+                           "class")  # fmt:skip
+        roc_rows.append({"group": group, "measure": measure,
+                         **roc_auc(patients[measure], controls[measure], seed=seed)})  # fmt:skip
+    return comparisons, pd.DataFrame(roc_rows), skipped
 
 
-def reliability(scans: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+def reliability(scans: pd.DataFrame, pairs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """ICC(2,1) and Bland-Altman of predicted age over rescan pairs (all; within and between
-    site when both occur).
+    site when both occur), and what was skipped.
     """
     rows = []
     both_kinds = pairs["kind"].nunique() > 1
@@ -158,4 +224,8 @@ def reliability(scans: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
         second = scans.loc[chosen["second"], "predicted_age"].to_numpy(float)
         rows.append({"pairs": kind, **icc_2_1(np.c_[first, second]),
                      **bland_altman(first, second)})  # fmt:skip
-    return pd.DataFrame(rows)
+    skipped = []
+    if len(pairs) < 2:
+        skipped.append(f"test-retest ICC: {len(pairs)} participant(s) with a rescan, at least 2 "
+                       "needed")  # fmt:skip
+    return pd.DataFrame(rows), skipped

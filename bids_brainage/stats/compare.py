@@ -101,14 +101,23 @@ def roc_auc(patients, controls, n_boot: int = BOOTSTRAP_SAMPLES, seed: int = 0) 
     labels = np.r_[np.ones(len(patients)), np.zeros(len(controls))]
     row["auc"] = float(roc_auc_score(labels, np.r_[patients, controls]))
     rng = np.random.default_rng(seed)
-    boots = [
-        roc_auc_score(labels, np.r_[rng.choice(patients, len(patients)),
-                                    rng.choice(controls, len(controls))])
-        for _ in range(n_boot)
-    ]  # fmt:skip
+    resampled = np.array([np.r_[rng.choice(patients, len(patients)),
+                                rng.choice(controls, len(controls))]
+                          for _ in range(n_boot)])  # fmt:skip
+    boots = _auc_by_ranks(resampled, len(patients))
     tail = (1 - CONFIDENCE) / 2 * 100
     row["auc_ci_low"], row["auc_ci_high"] = map(float, np.percentile(boots, [tail, 100 - tail]))
     return row
+
+
+def _auc_by_ranks(scores: np.ndarray, n_patients: int) -> np.ndarray:
+    """ROC-AUC of each row (patients first) by the Mann-Whitney rank sum, ties counting half:
+    the value roc_auc_score gives, for thousands of bootstrap rows at once.
+    """
+    ranks = stats.rankdata(scores, axis=1)
+    n_controls = scores.shape[1] - n_patients
+    rank_sum = ranks[:, :n_patients].sum(axis=1)
+    return (rank_sum - n_patients * (n_patients + 1) / 2) / (n_patients * n_controls)
 
 
 def roc_curve_points(patients, controls) -> tuple[np.ndarray, np.ndarray]:

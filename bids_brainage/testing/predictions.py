@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .. import __version__
 from ..models.predict import BRAINAGE_COLUMNS
 from ..utils.derivatives import derivative_path, write_derivatives_root
 
@@ -57,12 +58,18 @@ def make_prediction_derivatives(
     scan_sd: float = 2.0,
     n_rescans: int = 20,
     sites=("A", "B"),
+    patient_groups=("PT",),
+    always_session: bool = False,
     local_maps: bool = False,
     map_shape=MAP_SHAPE,
     map_voxel_mm: float = MAP_VOXEL_MM,
     seed: int = 0,
 ) -> dict:
-    """``root/bids`` (participants.tsv) and ``root/derivatives`` (QC JSON + _brainage.tsv)."""
+    """``root/bids`` (participants.tsv) and ``root/derivatives`` (QC JSON + _brainage.tsv).
+
+    Patients are spread over ``patient_groups`` in turn; ``always_session`` gives participants
+    without a rescan a ``ses-1`` too.
+    """
     rng = np.random.default_rng(seed)
     bids, out = Path(root) / "bids", Path(root) / "derivatives"
     bids.mkdir(parents=True, exist_ok=True)
@@ -80,7 +87,7 @@ def make_prediction_derivatives(
     for i in range(n):
         subject = f"p{i:03d}"
         site = sites[i % len(sites)]
-        sessions = ["1", "2"] if i in rescanned else [None]
+        sessions = ["1", "2"] if i in rescanned else ["1" if always_session else None]
         for session in sessions:
             predicted = float(latent[i] + rng.normal(0, scan_sd))
             ents = {"subject": subject, "session": session}
@@ -92,7 +99,8 @@ def make_prediction_derivatives(
                           "predicted_age": predicted})  # fmt:skip
         rows.append({"participant_id": f"sub-{subject}", "age": round(float(age[i]), 2),
                      "sex": "F" if i % 2 else "M", "site": site,
-                     "group": "PT" if patient[i] else "HC"})  # fmt:skip
+                     "group": patient_groups[i % len(patient_groups)] if patient[i]
+                     else "HC"})  # fmt:skip
     pd.DataFrame(rows).to_csv(bids / "participants.tsv", sep="\t", index=False)
     rescan_latent = latent[sorted(rescanned)] if rescanned else np.array([])
     truth = {
@@ -111,7 +119,8 @@ def _write_scan(out: Path, ents: dict, site: str, predicted: float, age: float,
     qc_path = out / derivative_path({**ents, "suffix": "qc", "extension": ".json"})
     qc_path.parent.mkdir(parents=True, exist_ok=True)
     scan = {k: v for k, v in ents.items() if v}
-    qc = {"scan": {**scan, "site": site, "site_source": "participants.tsv", "source": "synthetic"},
+    qc = {"bids_brainage_version": __version__,
+          "scan": {**scan, "site": site, "site_source": "participants.tsv", "source": "synthetic"},
           "template": {"name": MAP_SPACE, "resolution": int(voxel_mm), "source": "synthetic"},
           "flags": []}  # fmt:skip
     qc_path.write_text(json.dumps(qc))

@@ -178,9 +178,9 @@ def read_participants(bids_dir: Path) -> tuple[dict[str, Demographics], dict[str
             continue
         try:
             age = parse_age(row[columns["age"]], pid, path) if "age" in columns else None
-        except InputError as err:
+        except InputError as err:  # the rest of the row still counts (group, sex, site)
             errors[label] = str(err)
-            continue
+            age = None
 
         def text(name, row=row):
             value = row[columns[name]] if name in columns else None

@@ -74,3 +74,33 @@ def write_derivatives_root(output_dir: Path, bids_dir: Path) -> None:
     existing = ignore.read_text().splitlines() if ignore.exists() else []
     lines = existing + [p for p in io_spec()["bidsignore"] if p not in existing]
     write_text_atomic(ignore, "\n".join(lines) + "\n")
+
+
+# --- the participant level's record of failed scans (read back by the group level) ----------
+FAILURES_FOLDER = Path("logs") / "failed"
+
+
+def write_failure_record(output_dir: Path, key: str, reason: str, crash_file: Path | None) -> None:
+    """One JSON per failed scan, so that the group level (maybe on another node) can list it."""
+    from datetime import datetime
+
+    record = {"scan": key, "reason": reason, "crash_file": str(crash_file) if crash_file else None,
+              "time": datetime.now().isoformat(timespec="seconds"),
+              "bids_brainage_version": __version__}  # fmt:skip
+    write_json_atomic(Path(output_dir) / FAILURES_FOLDER / f"{key}.json", record)
+
+
+def clear_failure_record(output_dir: Path, key: str) -> None:
+    (Path(output_dir) / FAILURES_FOLDER / f"{key}.json").unlink(missing_ok=True)
+
+
+def read_failure_records(output_dir: Path) -> dict[str, dict]:
+    """The scans whose latest participant-level run failed, by scan key."""
+    records = {}
+    for path in sorted((Path(output_dir) / FAILURES_FOLDER).glob("sub-*.json")):
+        try:
+            record = json.loads(path.read_text())
+            records[record["scan"]] = record
+        except (OSError, ValueError, KeyError):
+            records[path.stem] = {"scan": path.stem, "reason": f"{path}: unreadable record"}
+    return records
