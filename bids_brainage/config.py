@@ -46,6 +46,7 @@ class WorkflowSettings:
     max_fov_mm: float = 600.0
     max_voxels: int = 256 * 1024 * 1024
     registration: str = "fast"
+    brain_extraction: str = "template"  # or "deepbet"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 
@@ -150,6 +151,7 @@ class StatisticsSettings:
     bias_reference_query: str | None = None
     bias_form: str = "age"  # seed 002 Eq. 6-7 ("age") or Eq. 8 ("predicted")
     include_failed_qc: bool = False
+    site_calibration: str = "auto"  # auto: per-site correction where >= 20 controls; off
     bootstrap_samples: int = 2000
 
 

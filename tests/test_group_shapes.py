@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -242,3 +243,39 @@ def test_controls_only_bias_matches_a_hand_fit(tmp_path):
     assert bias.at[0, "alpha"] == pytest.approx(fit.slope, rel=1e-4)
     assert bias.at[0, "beta"] == pytest.approx(fit.intercept, rel=1e-4)
     assert bias.at[0, "n_reference"] == 24
+
+
+def test_planted_site_offsets_are_recovered_within_their_standard_error(tmp_path, capsys):
+    """Three sites with scanner offsets 0, +5 and -3 years, a fourth with 6 controls only;
+    each difference of recovered offsets lies within 2 standard errors (95 %) of the planted."""
+    planted = {"A": 0.0, "B": 5.0, "C": -3.0, "D": 0.0}
+    data = make_prediction_derivatives(tmp_path, 240, 40, sites=("A", "B", "C"),
+                                       site_offsets=planted, n_rescans=0, seed=31)  # fmt:skip
+    table = _participants(data)
+    table.loc[table.index[:6], "site"] = "D"  # six controls moved to a small fourth site
+    _save_participants(data, table)
+    for qc in data["derivatives"].rglob("*_qc.json"):
+        content = json.loads(qc.read_text())
+        subject = "sub-" + content["scan"]["subject"]
+        content["scan"]["site"] = table.set_index("participant_id").at[subject, "site"]
+        qc.write_text(json.dumps(content))
+    assert main([str(data["bids"]), str(data["derivatives"]), "group", "-w",
+                 str(tmp_path / "work")]) == 0  # fmt:skip
+    out = capsys.readouterr().out
+    sites = pd.read_csv(data["derivatives"] / "group" / "group_desc-sitecalibration_stats.tsv",
+                        sep="\t").set_index("site")  # fmt:skip
+    assert list(sites["mode"]) == ["site line"] * 3 + ["pooled"]
+    # offsets are relative to the pooled line: compare their differences with the planted ones
+    for a, b in (("B", "A"), ("C", "A"), ("B", "C")):
+        se = np.hypot(sites.at[a, "offset_se"], sites.at[b, "offset_se"])
+        recovered = sites.at[a, "offset"] - sites.at[b, "offset"]
+        assert abs(recovered - (planted[a] - planted[b])) <= 2 * se, (a, b, recovered, se)
+    assert "fewer than 20" in sites.at["D", "note"] and "site calibration at D" in out
+    scans = pd.read_csv(data["derivatives"] / "group" / "group_scans.tsv", sep="\t")
+    controls = scans[(scans["group"] == "HC") & (scans["site"] != "D")]
+    by_site = controls.groupby("site")["synthetic_brain_pad_corrected"].mean()
+    assert by_site.abs().max() < 1e-6  # each site's controls centred by their own line
+    assert set(scans.loc[scans["site"] == "D", "synthetic_calibration"]) == {"pooled"}
+    inside = controls["synthetic_predicted_age"].between(controls["synthetic_normative_lower"],
+                                                         controls["synthetic_normative_upper"])
+    assert 0.85 <= inside.mean() <= 0.97  # the 90 % range holds on the controls it came from

@@ -257,3 +257,31 @@ def test_bootstrap_auc_by_ranks_equals_sklearn(rng):
     labels = np.r_[np.ones(7), np.zeros(9)]
     expected = [roc_auc_score(labels, row) for row in scores]
     assert _auc_by_ranks(scores, 7) == pytest.approx(expected, abs=1e-12)
+
+
+def test_site_calibration_offset_slope_and_interval_by_hand(rng):
+    from bids_brainage.stats.calibration import apply_site_calibrations, fit_site_calibrations
+
+    narrow = pd.DataFrame({"site": "N", "age": rng.uniform(60, 70, 20)})  # spans < 20 y
+    wide = pd.DataFrame({"site": "W", "age": np.linspace(20, 80, 25)})
+    small = pd.DataFrame({"site": "S", "age": [30.0, 50.0, 70.0]})
+    controls = pd.concat([narrow, wide, small], ignore_index=True)
+    controls["predicted_age"] = controls["age"] + rng.normal(0, 4, len(controls))
+    controls.loc[controls["site"] == "N", "predicted_age"] += 6.0
+    alpha, beta = -0.2, 10.0
+    fits = fit_site_calibrations(controls, ["N", "W", "S"], alpha, beta)
+    n = controls[controls["site"] == "N"]
+    residual = (n["predicted_age"] - n["age"]) - (alpha * n["age"] + beta)
+    assert fits["N"].mode == "site offset" and fits["N"].alpha == alpha
+    assert fits["N"].offset == pytest.approx(residual.mean())
+    assert fits["N"].offset_se == pytest.approx(residual.std(ddof=1) / np.sqrt(20))
+    assert fits["N"].interval_halfwidth == pytest.approx(
+        np.sort(np.abs(residual - residual.mean()))[18])  # ceil(21 * 0.9) = 19th smallest
+    w = controls[controls["site"] == "W"]
+    line = stats.linregress(w["age"], w["predicted_age"] - w["age"])
+    assert fits["W"].mode == "site line"
+    assert (fits["W"].alpha, fits["W"].beta) == pytest.approx((line.slope, line.intercept))
+    assert fits["S"].mode == "pooled" and np.isnan(fits["S"].offset)
+    pad, mode, _ = apply_site_calibrations(controls, fits)
+    assert abs(pad[controls["site"] == "N"].mean()) < 1e-9
+    assert set(mode[controls["site"] == "S"]) == {"pooled"}

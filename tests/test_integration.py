@@ -1,6 +1,8 @@
 """The real graph on real IXI scans from ../shared/data (skipped where that folder is absent)."""
 
 import json
+import tempfile
+from pathlib import Path
 
 import nibabel as nb
 import numpy as np
@@ -31,9 +33,16 @@ MIN_CORRELATION = 0.5
 def ixi_run(ixi_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("ixi")
     before = tree_digest(ixi_dir)
+    temporary = set(Path(tempfile.gettempdir()).glob("antsr*"))
     code = main([str(ixi_dir), str(root / "out"), "participant", "-w", str(root / "work"),
                  "--participant-label", *SUBJECTS, "--nprocs", "2"])  # fmt:skip
-    return {"code": code, "out": root / "out", "before": before, "bids": ixi_dir}
+    leaked = set(Path(tempfile.gettempdir()).glob("antsr*")) - temporary
+    return {"code": code, "out": root / "out", "before": before, "bids": ixi_dir,
+            "leaked": leaked}  # fmt:skip
+
+
+def test_nothing_is_left_in_the_system_temporary_folder(ixi_run):
+    assert ixi_run["leaked"] == set()
 
 
 def anat(ixi_run, subject):

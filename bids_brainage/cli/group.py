@@ -23,6 +23,7 @@ from .statistics import (
     RELIABILITY_COLUMNS,
     ROC_COLUMNS,
     ROI_SUMMARY_COLUMNS,
+    SITE_COLUMNS,
     STATS_COLUMNS,
     StatisticsError,
     analyse,
@@ -153,6 +154,7 @@ def write_statistics(config: Config, root: Path, results) -> list[Path]:
             "groups": (pd.concat([a.comparisons for a in analyses]), STATS_COLUMNS),
             "roc": (pd.concat([a.roc for a in analyses]), ROC_COLUMNS),
             "reliability": (pd.concat([a.reliability for a in analyses]), RELIABILITY_COLUMNS),
+            "sitecalibration": (pd.concat([a.sites for a in analyses]), SITE_COLUMNS),
         }
         for desc, (table, columns) in tables.items():
             if not table.empty and set(table.columns) != {"model"}:

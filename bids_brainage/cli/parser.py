@@ -125,6 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="SyN preset: fast (default) or precise (more iterations, slower)",
     )
     wf.add_argument(
+        "--brain-extraction",
+        choices=("template", "deepbet"),
+        default="template",
+        help="brain mask: template (head registered to the template head, mask refined by "
+        "tissue classes; default, what the packaged models were trained with) or deepbet (a "
+        "CNN whose weights ship in its PyPI wheel)",
+    )
+    wf.add_argument(
         "--allow-template-download",
         action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
@@ -207,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="age",
         help="group: regress brain-PAD on chronological age (seed 002 Eq. 6-7, default) or on "
         "predicted age (Eq. 8)",
+    )
+    stats.add_argument(
+        "--site-calibration",
+        choices=("auto", "off"),
+        default="auto",
+        help="group: correct each site with at least 20 controls on its own controls (offset, "
+        "plus a slope where they span 20 years; default auto), or only the pooled line (off)",
     )
     stats.add_argument(
         "--include-failed-qc",
@@ -316,7 +331,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
     workflow = WorkflowSettings(
-        registration=opts.registration, allow_template_download=opts.allow_template_download
+        registration=opts.registration, allow_template_download=opts.allow_template_download,
+        brain_extraction=opts.brain_extraction,
     )
     if opts.train_model and opts.analysis_level != "group":
         raise UsageError("--train-model is a group-level action")
@@ -340,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     statistics = StatisticsSettings(
         bias_reference=opts.bias_reference, bias_reference_query=opts.bias_reference_query,
         bias_form=opts.bias_form, include_failed_qc=opts.include_failed_qc,
+        site_calibration=opts.site_calibration,
     )  # fmt:skip
     return Config(
         execution=execution, workflow=workflow, nipype=nipype, seeds=Seeds(master=opts.seed),

@@ -217,6 +217,7 @@ def run_participant(config: Config) -> int:
                 return EXIT_USAGE
         write_reports(execution.output_dir, scans, failures)
         record_outcomes(execution.output_dir, runnable, failures)
+        print_predictions(execution.output_dir, runnable, failures)
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
         config.dump(execution.log_dir / f"config-{execution.run_uuid}.json")
@@ -232,6 +233,29 @@ def record_outcomes(output_dir: Path, runnable: list[T1wScan], failures: list[Fa
     for scan in runnable:
         if scan.key not in failed:
             clear_failure_record(output_dir, scan.key)
+
+
+def print_predictions(output_dir: Path, runnable: list[T1wScan], failures: list[Failure]) -> None:
+    """One console line per processed scan: each model's brain age and its flags."""
+    import pandas as pd
+
+    from ..utils.derivatives import derivative_path
+
+    failed = {f.key for f in failures}
+    for scan in runnable:
+        if scan.key in failed:
+            continue
+        path = output_dir / derivative_path({**scan.entities, "suffix": "brainage",
+                                             "extension": ".tsv"})  # fmt:skip
+        try:
+            table = pd.read_csv(path, sep="\t", na_values="n/a", keep_default_na=False)
+        except (OSError, ValueError):
+            continue  # preprocessing only (--model none)
+        parts = []
+        for row in table.itertuples():
+            flags = row.flags if isinstance(getattr(row, "flags", None), str) else "none"
+            parts.append(f"{row.model} {row.predicted_age:.1f} y (flags: {flags})")
+        print(f"bids_brainage: {scan.key}: brain age " + "; ".join(parts))
 
 
 def load_selected_bundles(specs: list[str]) -> list[Bundle]:

@@ -22,6 +22,7 @@ import pandas as pd
 from ..config import MIN_BIAS_CONTROLS, Config
 from ..interfaces.bids import DerivativesDataSink
 from ..models.bundle import BundleError, packaged_bundles, resolve_bundle
+from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
 from ..stats.analysis import (
     ModelAnalysis,
     analyse_model,
@@ -34,7 +35,6 @@ from ..stats.analysis import (
 from ..stats.bias import BiasCorrection, BiasError, age_bin, age_bin_label, pad_age_correlation
 from ..stats.compare import adjust_pvalues, compare_groups
 from ..stats.voxelwise import MapError, MapRecord, PairRecord, accumulate_maps, maps_fdr, unmask
-from .train import UNTRUSTWORTHY_FLAGS
 
 LOGGER = logging.getLogger("bids_brainage")
 LOCAL_MAP_SUFFIX = "_desc-local_brainage.nii.gz"
@@ -57,6 +57,30 @@ MODEL_COLUMNS = {
                             "(see group_desc-bias_stats.tsv)", "year"),
     "predicted_age_corrected": ("Chronological age + corrected brain-PAD, model {model}",
                                 "year"),
+    "calibration": ("How the scan's site was calibrated for model {model}: site line, site "
+                    "offset (its own controls), or pooled (too few controls at the site: its "
+                    "scanner offset is not removed; see group_desc-sitecalibration_stats.tsv)",
+                    None),
+    "normative_lower": ("Lower end of the 90 % range of model {model}'s prediction for a healthy "
+                        "person of this age at this site (split-conformal on the site's "
+                        "controls; n/a where the site has too few)", "year"),
+    "normative_upper": ("Upper end of that range", "year"),
+}  # fmt:skip
+SITE_COLUMNS = {
+    "model": "Model bundle",
+    "site": "Acquisition site",
+    "mode": "site line (own slope and intercept, controls spanning >= 20 y), site offset "
+            "(pooled slope, own intercept) or pooled (fewer than 20 controls)",
+    "n_controls": "Controls with an age at this site (one scan each)",
+    "age_span": "Range of the controls' ages (years)",
+    "alpha": "Slope of the bias line used at this site",
+    "beta": "Intercept of the bias line used at this site (years)",
+    "offset": "Mean PAD of the site's controls around the pooled line (years)",
+    "offset_se": "Standard error of that offset, SD / sqrt(n) (years)",
+    "slope_se": "Standard error of the site's own slope (site line only)",
+    "interval_halfwidth": "Split-conformal 90 % half-width of the corrected PAD of the site's "
+                          "controls (years)",
+    "note": "What was done and why",
 }  # fmt:skip
 
 STATS_COLUMNS = {
@@ -196,7 +220,8 @@ def read_predictions(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
 
 
 def model_columns(model: str) -> dict:
-    return {f"{model}_{name}": {"Description": text.format(model=model), "Units": unit}
+    return {f"{model}_{name}": {"Description": text.format(model=model),
+                                **({"Units": unit} if unit else {})}
             for name, (text, unit) in MODEL_COLUMNS.items()}  # fmt:skip
 
 
@@ -518,12 +543,14 @@ def analyse(config: Config, table: pd.DataFrame) -> GroupResults:
             config.statistics.bias_form,
             config.models.control_labels,
             config.seeds.derive("stats"),
+            site_calibration=config.statistics.site_calibration == "auto",
         )
         analysis.reference_mask = mask if analysis.bias is not None else None
         results.models[model] = analysis
         results.skipped += [f"model {model}: {line}" for line in analysis.skipped]
         for column in MODEL_COLUMNS:
-            table.loc[analysis.scans.index, f"{model}_{column}"] = analysis.scans[column]
+            if column in analysis.scans:
+                table.loc[analysis.scans.index, f"{model}_{column}"] = analysis.scans[column]
     results.scans = table
     primary = next(iter(results.models.values()), None)
     reference_mask = primary.reference_mask if primary else None
@@ -668,6 +695,10 @@ def describe_results(results: GroupResults) -> list[str]:
             )
         else:
             lines.append(f"{model}: brain-PAD not bias-corrected")
+        for row in analysis.sites.itertuples():
+            detail = (f"offset {row.offset:+.2f} ± {row.offset_se:.2f} y, n={row.n_controls}"
+                      if row.mode != "pooled" else f"{row.n_controls} controls, pooled line")
+            lines.append(f"  site {row.site}: {row.mode} ({detail})")
         if math.isfinite(bias["mae_controls"]):
             lines.append(f"  accuracy on {bias['n_controls']} controls: MAE "
                          f"{bias['mae_controls']:.2f} y, r {bias['r_controls']:.2f}")  # fmt:skip

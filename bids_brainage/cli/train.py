@@ -44,11 +44,10 @@ from ..models.training import (
     oof_table,
     summarise_split,
 )
+from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
 from ..reports.models import model_card_markdown, model_figures
 
 LOGGER = logging.getLogger("bids_brainage")
-UNTRUSTWORTHY_FLAGS = {"registration_failed", "implausible_brain_volume",
-                       "implausible_tissue_fractions"}  # fmt:skip
 MIN_TRAINING_SCANS = 10
 VALIDATION_FRACTION = 0.15  # U-noise's held-out scans (seed 003: 10 % validation)
 
@@ -240,7 +239,8 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
         drop=True
     )
     contracts = {json.dumps({k: v for k, v in m.card["contract"].items() if k in
-                             ("template", "resolution", "normalisation")}, sort_keys=True)
+                             ("template", "resolution", "normalisation", "working_voxel_mm")},
+                            sort_keys=True)
                  for m in members}  # fmt:skip
     if len(contracts) != 1:
         raise TrainingError("the ensemble members were made for different templates")

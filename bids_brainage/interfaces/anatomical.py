@@ -44,6 +44,8 @@ class _BrainExtractionInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="N4-corrected T1w")
     template = traits.Dict(mandatory=True, desc="Template.to_dict()")
     seed = traits.Int(mandatory=True)
+    method = traits.Enum("template", "deepbet", usedefault=True, desc="how the mask is made")
+    threads = traits.Int(1, usedefault=True, nohash=True, desc="torch threads for deepbet")
 
 
 class _BrainExtractionOutputSpec(TraitedSpec):
@@ -53,7 +55,9 @@ class _BrainExtractionOutputSpec(TraitedSpec):
 
 
 class BrainExtraction(SimpleInterface):
-    """Head-to-template affine, warped template mask, refined by k-means tissue classes."""
+    """Head-to-template affine; the brain mask from the warped template mask refined by k-means
+    tissue classes, or from deepbet.
+    """
 
     input_spec = _BrainExtractionInputSpec
     output_spec = _BrainExtractionOutputSpec
@@ -66,6 +70,8 @@ class BrainExtraction(SimpleInterface):
             Template.from_dict(self.inputs.template),
             out,
             Path(runtime.cwd),
+            method=self.inputs.method,
+            threads=self.inputs.threads,
         )
         self._results.update(out_mask=str(out), head_affine=affine, qc=qc)
         return runtime

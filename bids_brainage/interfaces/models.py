@@ -11,6 +11,7 @@ from nipype.interfaces.base import (
     InputMultiObject,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -23,6 +24,7 @@ class _PredictBrainAgeInputSpec(BaseInterfaceInputSpec):
     bundles = traits.List(traits.Str, mandatory=True, desc="bundle folders")
     template = traits.Dict(mandatory=True, desc="the template of the run (contract check)")
     age = traits.Either(None, traits.Float, usedefault=True, desc="chronological age")
+    qc = traits.Dict(desc="the scan's QC (its flags mark untrustworthy predictions)")
     threads = traits.Int(1, usedefault=True)
 
 
@@ -48,7 +50,8 @@ class PredictBrainAge(SimpleInterface):
                                 t1w=self.inputs.v2_tpl)  # fmt:skip
         bundles = [load_bundle(path, template=self.inputs.template, threads=self.inputs.threads)
                    for path in self.inputs.bundles]  # fmt:skip
-        table = predict_table(bundles, features, self.inputs.age)
+        qc_flags = self.inputs.qc.get("flags", []) if isdefined(self.inputs.qc) else []
+        table = predict_table(bundles, features, self.inputs.age, qc_flags)
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..preprocessing.conform import WORKING_VOXEL_MM
 from .inputs import NORMALISATION, ContractError, ScanFeatures, check_contract, load_inputs
 
 FORMAT = "bids_brainage-bundle"
@@ -311,7 +312,7 @@ def resolve_bundle(spec: str) -> Path:
 def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None
                  ) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
-                "normalisation": NORMALISATION,
+                "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or INPUT_OF_KIND.get(kind, "mixed")}  # fmt:skip
     if grid is not None:
         contract["grid"] = grid

@@ -7,6 +7,7 @@ whose features do not match is refused rather than silently mispredicted.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,10 +15,12 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..preprocessing.conform import WORKING_VOXEL_MM
 from ..utils.derivatives import derivative_path
 
 INPUT_KINDS = ("histogram", "tissue", "t1w")
 TISSUE_INPUTS = ("GM", "WM")
+LOGGER = logging.getLogger("bids_brainage")
 NORMALISATION = "v2"  # GM peak at 0.5, WM peak at 0.8 (seed 000)
 HISTOGRAM_BINS = 200
 
@@ -105,3 +108,12 @@ def check_contract(contract: dict, template: dict, *, bundle: str) -> None:
             raise ContractError(
                 f"{bundle}: made for {key} {contract.get(key)!r}, but this run uses {value!r}"
             )
+    # bundles trained before the working grid existed carry no entry: their features came from
+    # each scan's own grid, which equals the working grid only for 2 mm training scans
+    grid_mm = contract.get("working_voxel_mm")
+    if grid_mm is None:
+        LOGGER.warning("%s: records no working grid (trained before it existed); its training "
+                       "scans are assumed to be %g mm", bundle, WORKING_VOXEL_MM)  # fmt:skip
+    elif float(grid_mm) != WORKING_VOXEL_MM:
+        raise ContractError(f"{bundle}: made for a {grid_mm} mm working grid, but this run uses "
+                            f"{WORKING_VOXEL_MM:g} mm")  # fmt:skip

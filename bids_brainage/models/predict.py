@@ -6,6 +6,7 @@ import math
 
 import pandas as pd
 
+from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
 from .bundle import Bundle
 from .inputs import ScanFeatures
 
@@ -25,6 +26,16 @@ BRAINAGE_COLUMNS = {
     "brain_pad": {"Description": "Brain predicted age difference, predicted_age - "
                   "chronological_age, without bias correction (see the group level)",
                   "Units": "year"},
+    "flags": {"Description": "Why this prediction may not hold (n/a: none)",
+              "Levels": {
+                  "age_outside_training_range": "chronological age outside the ages the model "
+                                                "was trained on",
+                  "prediction_outside_training_range": "predicted age outside those ages",
+                  "failed_qc": "preprocessing failed QC (registration, brain volume, tissue "
+                               "fractions): the features are not trustworthy",
+                  "unlike_training_contrast": "grey/white-matter contrast unlike a T1w scan "
+                                              "(GM/WM peak ratio above 0.92)",
+              }},
 }  # fmt:skip
 
 
@@ -37,13 +48,38 @@ ROI_COLUMNS = {
 }  # fmt:skip
 
 
-def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None):
-    """One row per bundle: prediction, conformal interval, chronological age and brain-PAD."""
+def prediction_flags(card: dict, age: float | None, predicted: float,
+                     qc_flags=()) -> list[str]:  # fmt:skip
+    """What makes one prediction doubtful: ages outside the training range, failed QC, a
+    contrast unlike T1w.
+    """
+    flags = []
+    ages = card.get("training_data", {}).get("age", {})
+    low, high = ages.get("min"), ages.get("max")
+    if low is not None and high is not None:
+        if age is not None and not low <= age <= high:
+            flags.append("age_outside_training_range")
+        if not low <= predicted <= high:
+            flags.append("prediction_outside_training_range")
+    qc_flags = set(qc_flags)
+    if qc_flags & (UNTRUSTWORTHY_FLAGS - {"unlike_t1w_contrast"}):
+        flags.append("failed_qc")
+    if "unlike_t1w_contrast" in qc_flags:
+        flags.append("unlike_training_contrast")
+    return flags
+
+
+def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None,
+                  qc_flags=()):  # fmt:skip
+    """One row per bundle: prediction, conformal interval, chronological age, brain-PAD and
+    the flags that make the prediction doubtful.
+    """
     rows = []
     for bundle in bundles:
         predicted = bundle.predict_scan(features)
         halfwidth = bundle.halfwidth
         known = age is not None and not (isinstance(age, float) and math.isnan(age))
+        flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags)
         rows.append({
             "model": bundle.name,
             "model_kind": bundle.kind,
@@ -54,5 +90,6 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
             "interval_coverage": bundle.card["interval"]["coverage"],
             "chronological_age": age if known else None,
             "brain_pad": round(predicted - age, 3) if known else None,
+            "flags": ",".join(flags) or None,
         })  # fmt:skip
     return pd.DataFrame(rows, columns=list(BRAINAGE_COLUMNS))

@@ -10,6 +10,8 @@ registration quality is measured and flagged, never assumed.
 from __future__ import annotations
 
 import shutil
+import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,16 +179,41 @@ def _copy_transforms(files: list[str], folder: Path, stem: str) -> list[str]:
     return out
 
 
+BRAIN_EXTRACTION_METHODS = ("template", "deepbet")
+_DEEPBET = {}  # one loaded network per process
+
+
+def deepbet_mask(n4_file: Path, threads: int = 1) -> np.ndarray:
+    """Deepbet's brain mask (Fisch et al. 2024; its two TorchScript networks ship inside the
+    deepbet wheel, so nothing is downloaded), in the voxel order of ``n4_file``.
+    """
+    import nibabel as nib
+    import torch
+
+    torch.set_num_threads(max(1, threads))
+    if "model" not in _DEEPBET:
+        from deepbet import BrainExtraction  # imports no GUI (customtkinter is deepbet.ui only)
+
+        _DEEPBET["model"] = BrainExtraction(no_gpu=True)
+    _, mask, _ = _DEEPBET["model"].run(nib.load(str(n4_file)))
+    return np.asarray(mask.dataobj) > 0
+
+
 def brain_extract(
-    n4_file: Path, template: Template, out_mask: Path, work: Path
-) -> tuple[dict, list[str]]:
+    n4_file: Path, template: Template, out_mask: Path, work: Path, method: str = "template",
+    threads: int = 1,
+) -> tuple[dict, list[str]]:  # fmt:skip
     """Brain mask in native space; returns QC and the head-to-head affine (native→template).
 
-    Registers the *head* to the template head (centre-of-mass start), warps the template brain
-    mask back, then refines it with a 3-class k-means inside a 4 mm band: voxels classified as
-    GM/WM are added, CSF-class voxels outside the warped template mask are removed. Inputs that
-    are already skull-stripped are detected and only cleaned, not stripped again.
+    Registers the *head* to the template head (centre-of-mass start). ``template`` method:
+    warps the template brain mask back, then refines it with a 3-class k-means inside a 4 mm
+    band: voxels classified as GM/WM are added, CSF-class voxels outside the warped template
+    mask are removed; inputs that are already skull-stripped are detected and only cleaned.
+    ``deepbet`` method: the mask of the deepbet network (heads and stripped brains alike); the
+    head affine still initialises the registration.
     """
+    if method not in BRAIN_EXTRACTION_METHODS:
+        raise ValueError(f"brain extraction must be one of {BRAIN_EXTRACTION_METHODS}")
     ants = _ants()
     image = ants.image_read(str(n4_file))
     voxel_ml = float(np.prod(image.spacing)) / 1000.0
@@ -205,7 +232,10 @@ def brain_extract(
         image, template_mask, affine_files, whichtoinvert=[True], interpolator="linear"
     ).numpy()
     prior = warped_mask > 0.5
-    if stripped:
+    started = time.perf_counter()
+    if method == "deepbet":
+        mask = deepbet_mask(n4_file, threads)
+    elif stripped:
         mask = foreground_mask(data)
     else:
         band = ndimage.binary_dilation(prior, iterations=max(1, round(4 / min(image.spacing))))
@@ -218,6 +248,8 @@ def brain_extract(
     ants.image_write(image.new_image_like(mask.astype(np.float32)), str(out_mask))
     overlap = float(2 * (mask & prior).sum() / max(mask.sum() + prior.sum(), 1))
     qc = {
+        "method": method,
+        "mask_seconds": round(time.perf_counter() - started, 2),
         "skull_stripped_input": bool(stripped),
         **facts,
         "brain_mask_ml": round(float(mask.sum() * voxel_ml), 1),
@@ -276,12 +308,20 @@ def segment(
         )  # fmt:skip
         for t in TISSUES
     ]
-    # r=0: Atropos seeds its generator with a constant, so reruns are identical
-    result = ants.atropos(
-        a=image, x=mask, i=priors, m="[0.1,1x1x1]", c="[3,0]", priorweight=0.25, r=0
-    )
-    probabilities = {
-        t: p.numpy().astype(np.float32)
-        for t, p in zip(TISSUES, result["probabilityimages"], strict=True)
-    }
-    return probabilities, result["segmentation"].numpy().astype(np.uint8)
+    # ANTsPy's atropos writes the priors to temporary files it never removes: keep them in a
+    # folder of our own that goes when the step ends (nothing left in the system's /tmp)
+    with tempfile.TemporaryDirectory(prefix="bids_brainage_atropos_") as scratch:
+        previous, tempfile.tempdir = tempfile.tempdir, scratch
+        try:
+            # r=0: Atropos seeds its generator with a constant, so reruns are identical
+            result = ants.atropos(
+                a=image, x=mask, i=priors, m="[0.1,1x1x1]", c="[3,0]", priorweight=0.25, r=0
+            )
+            probabilities = {
+                t: p.numpy().astype(np.float32)
+                for t, p in zip(TISSUES, result["probabilityimages"], strict=True)
+            }
+            labels = result["segmentation"].numpy().astype(np.uint8)
+        finally:
+            tempfile.tempdir = previous
+    return probabilities, labels

@@ -5,6 +5,14 @@ from __future__ import annotations
 PLAUSIBLE_BRAIN_ML = (700.0, 2300.0)
 PLAUSIBLE_GM_FRACTION = (0.25, 0.65)
 MAX_MODULATION_ERROR = 0.05
+# T1w contrast: grey matter darker than white matter. IXI T1w scans have GM/WM peak ratios of
+# about 0.7-0.8; near or above 1 is a T2w, FLAIR or failed segmentation given as T1w.
+MAX_T1W_GM_WM_PEAK_RATIO = 0.92
+# Flags after which a scan's features, and any prediction from them, are not to be trusted.
+UNTRUSTWORTHY_FLAGS = frozenset(
+    {"registration_failed", "implausible_brain_volume", "implausible_tissue_fractions",
+     "unlike_t1w_contrast"}
+)  # fmt:skip
 
 
 def derive_flags(steps: dict[str, dict]) -> list[str]:
@@ -28,6 +36,10 @@ def derive_flags(steps: dict[str, dict]) -> list[str]:
         and not PLAUSIBLE_GM_FRACTION[0] <= gm_fraction <= PLAUSIBLE_GM_FRACTION[1]
     ):
         flags.add("implausible_tissue_fractions")
+    measures = steps.get("measures", {})
+    gm_peak, wm_peak = measures.get("gm_peak"), measures.get("wm_peak")
+    if gm_peak is not None and wm_peak and gm_peak / wm_peak > MAX_T1W_GM_WM_PEAK_RATIO:
+        flags.add("unlike_t1w_contrast")
     ratios = [v for k, v in steps.get("template_maps", {}).items() if k.endswith("volume_ratio")]
     if any(abs(r - 1) > MAX_MODULATION_ERROR for r in ratios):
         flags.add("modulation_inaccurate")

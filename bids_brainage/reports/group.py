@@ -226,6 +226,11 @@ def write_group_report(results, config, written: list[Path], root: Path) -> Path
                          ["form", "reference", "n_reference", "alpha", "beta",
                           "pad_age_r_controls_before", "pad_age_r_controls_after",
                           "n_controls", "mae_controls", "r_controls", "r2_controls"])]  # fmt:skip
+        if not analysis.sites.empty:
+            parts += ["<h3>Per-site calibration (each site's own controls)</h3>",
+                      _table(analysis.sites, ["site", "mode", "n_controls", "age_span", "offset",
+                                              "offset_se", "alpha", "beta", "interval_halfwidth",
+                                              "note"])]  # fmt:skip
         if not with_age.empty:
             parts.append(img(_pad_figure(once, order, model, figures / f"{stem}_pad.png"),
                              "brain-PAD per group"))  # fmt:skip

@@ -192,12 +192,22 @@ def _brainage_table(path: Path) -> str:
         f"<td><b>{r.predicted_age:.1f}</b></td>"
         f"<td>{r.interval_lower:.1f} – {r.interval_upper:.1f} ({r.interval_coverage:.0%})</td>"
         f"<td>{'n/a' if pd.isna(r.chronological_age) else f'{r.chronological_age:.1f}'}</td>"
-        f"<td>{'n/a' if pd.isna(r.brain_pad) else f'{r.brain_pad:+.1f}'}</td></tr>"
+        f"<td>{'n/a' if pd.isna(r.brain_pad) else f'{r.brain_pad:+.1f}'}</td>"
+        f'<td class="note">{_flags(r)}</td></tr>'
         for r in table.itertuples()
     )
     return ("<h3>Brain age</h3><table><tr><th>model</th><th>predicted age (y)</th>"
-            "<th>interval</th><th>chronological age</th><th>brain-PAD (uncorrected)</th></tr>"
-            f"{rows}</table>")  # fmt:skip
+            "<th>interval</th><th>chronological age</th><th>brain-PAD (uncorrected)</th>"
+            f"<th>flags</th></tr>{rows}</table>")  # fmt:skip
+
+
+def _flags(row) -> str:
+    flags = getattr(row, "flags", None)
+    return (
+        "none"
+        if not isinstance(flags, str) or not flags
+        else html.escape(flags.replace(",", ", "))
+    )
 
 
 def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str]) -> Path | None:

@@ -11,13 +11,14 @@ so that rescans do not count twice; rescans feed the reliability (ICC, Bland-Alt
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from ..models.metrics import accuracy_metrics
 from .bias import BiasCorrection, BiasError, pad_age_correlation
+from .calibration import apply_site_calibrations, fit_site_calibrations
 from .compare import bland_altman, compare_groups, icc_2_1, roc_auc
 
 MIN_ACCURACY_CONTROLS = 3  # MAE, r and R² on fewer controls say nothing
@@ -41,6 +42,7 @@ class ModelAnalysis:
     pairs: pd.DataFrame
     reference_mask: pd.Series | None = None  # over one-scan-per-participant rows, if in-dataset
     skipped: list[str] = field(default_factory=list)
+    sites: pd.DataFrame = field(default_factory=pd.DataFrame)  # per-site calibration
 
 
 def is_control(groups: pd.Series, control_labels) -> pd.Series:
@@ -98,6 +100,7 @@ def analyse_model(
     form: str,
     control_labels,
     seed: int = 0,
+    site_calibration: bool = True,
 ) -> ModelAnalysis:
     """Everything that the scans allow; what they do not is listed in ``skipped``.
 
@@ -118,6 +121,21 @@ def analyse_model(
     scans["brain_pad_corrected"] = (
         bias.corrected_pad(scans["age"], scans["predicted_age"]) if bias else math.nan
     )
+    once = first_scans(scans[scans["age"].notna()])
+    controls = once[control_mask(once["group"], control_labels)]
+    sites = {}
+    if bias is not None and site_calibration and bias.form == "age":
+        sites = fit_site_calibrations(controls, sorted(scans["site"].astype(str).unique()),
+                                      bias.alpha, bias.beta)  # fmt:skip
+        pad, mode, width = apply_site_calibrations(scans, sites)
+        scans["brain_pad_corrected"] = pad
+        scans["calibration"] = mode
+        expected = scans["predicted_age"] - pad  # a healthy prediction at this age and site
+        scans["normative_lower"], scans["normative_upper"] = expected - width, expected + width
+        skipped += [f"site calibration at {c.site}: {c.note}" for c in sites.values()
+                    if c.mode == "pooled"]  # fmt:skip
+    elif bias is not None and site_calibration:
+        skipped.append("site calibration: needs --bias-form age")
     scans["predicted_age_corrected"] = scans["age"] + scans["brain_pad_corrected"]
     once = first_scans(scans[scans["age"].notna()])
     controls = once[control_mask(once["group"], control_labels)]
@@ -155,7 +173,12 @@ def analyse_model(
     skipped += why_not
     return ModelAnalysis(model, scans, bias, summary, comparisons.assign(model=model),
                          roc.assign(model=model), table.assign(model=model), pairs,
-                         skipped=skipped)  # fmt:skip
+                         skipped=skipped, sites=site_table(sites, model))  # fmt:skip
+
+
+def site_table(calibrations: dict, model: str) -> pd.DataFrame:
+    rows = [{"model": model, **asdict(c)} for c in calibrations.values()]
+    return pd.DataFrame(rows)
 
 
 def group_order(groups: pd.Series, control_labels) -> list:

@@ -59,6 +59,7 @@ def make_prediction_derivatives(
     n_rescans: int = 20,
     sites=("A", "B"),
     patient_groups=("PT",),
+    site_offsets: dict | None = None,
     always_session: bool = False,
     local_maps: bool = False,
     map_shape=MAP_SHAPE,
@@ -67,7 +68,8 @@ def make_prediction_derivatives(
 ) -> dict:
     """``root/bids`` (participants.tsv) and ``root/derivatives`` (QC JSON + _brainage.tsv).
 
-    Patients are spread over ``patient_groups`` in turn; ``always_session`` gives participants
+    ``site_offsets`` adds a scanner offset (years) to every prediction of a site. Patients are
+    spread over ``patient_groups`` in turn; ``always_session`` gives participants
     without a rescan a ``ses-1`` too.
     """
     rng = np.random.default_rng(seed)
@@ -82,6 +84,8 @@ def make_prediction_derivatives(
     mean_age = 50.0
     latent = mean_age + dilution * (age - mean_age) + effect * patient
     latent += rng.normal(0, participant_sd, n)
+    site_of = [sites[i % len(sites)] for i in range(n)]
+    latent += np.array([(site_offsets or {}).get(site, 0.0) for site in site_of])
     rescanned = set(rng.choice(n, n_rescans, replace=False).tolist()) if n_rescans else set()
     rows, scans = [], []
     for i in range(n):

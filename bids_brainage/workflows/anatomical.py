@@ -72,20 +72,27 @@ def init_n4_wf(*, name: str = "n4_wf") -> pe.Workflow:
 
 
 def init_brain_extraction_wf(
-    *, template: dict, seed: int, name: str = "brain_extraction_wf"
-) -> pe.Workflow:
-    """Head-to-template affine, warped template brain mask refined by tissue classes.
+    *, template: dict, seed: int, method: str = "template", threads: int = 1,
+    name: str = "brain_extraction_wf",
+) -> pe.Workflow:  # fmt:skip
+    """Head-to-template affine and a brain mask (template method or deepbet).
 
     Inputs: in_file (N4-corrected T1w). Outputs: out_mask, head_affine, qc.
     """
-    node = pe.Node(BrainExtraction(template=template, seed=seed), name="brain_extraction")
+    node = pe.Node(BrainExtraction(template=template, seed=seed, method=method,
+                                   threads=threads), name="brain_extraction")  # fmt:skip
     workflow = _single_step_wf(name, node, ["in_file"], ["out_mask", "head_affine", "qc"])
-    workflow.__desc__ = (
-        f"The head was registered affinely to the {template['name']} template (with head, "
-        "initialised by centre of mass); the template brain mask was brought back and refined "
-        "with a k-means tissue classification to extract the brain (inputs already "
-        "skull-stripped were detected and only cleaned)."
-    )
+    registered = (f"The head was registered affinely to the {template['name']} template (with "
+                  "head, initialised by centre of mass)")  # fmt:skip
+    if method == "deepbet":
+        workflow.__desc__ = (f"{registered}; the brain was extracted with deepbet (Fisch et al., "
+                             "2024), a convolutional network run on the CPU.")  # fmt:skip
+    else:
+        workflow.__desc__ = (
+            f"{registered}; the template brain mask was brought back and refined with a k-means "
+            "tissue classification to extract the brain (inputs already skull-stripped were "
+            "detected and only cleaned)."
+        )
     return workflow
 
 
@@ -166,6 +173,8 @@ def init_anat_preproc_wf(
     registration: str = "fast",
     seed: int,
     limits: dict | None = None,
+    brain_extraction: str = "template",
+    threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
     """Conform → N4 → brain extraction → registration → segmentation → normalisation, features.
@@ -189,7 +198,9 @@ def init_anat_preproc_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     conform_wf = init_conform_wf(limits=limits)
     n4_wf = init_n4_wf()
-    brain_extraction_wf = init_brain_extraction_wf(template=template, seed=seed)
+    brain_extraction_wf = init_brain_extraction_wf(
+        template=template, seed=seed, method=brain_extraction, threads=threads
+    )
     registration_wf = init_registration_wf(template=template, preset=registration, seed=seed)
     segmentation_wf = init_segmentation_wf(template=template)
     normalisation_wf = init_normalisation_wf()

@@ -76,6 +76,8 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
         registration=settings.registration,
         seed=config.seeds.ants,
         limits=settings.conform_limits(),
+        brain_extraction=settings.brain_extraction,
+        threads=config.nipype.omp_nthreads,
     )
     relative = scan.path.relative_to(execution.bids_dir).as_posix()
     scan_info = {
@@ -110,6 +112,7 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
                 ("outputnode.histogram", "inputnode.histogram"),
                 ("outputnode.modulated", "inputnode.modulated"),
                 ("outputnode.v2_tpl", "inputnode.v2_tpl")]),
+            (assemble_qc, prediction_wf, [("qc", "inputnode.qc")]),
             (prediction_wf, anat_derivatives_wf, [("outputnode.brainage", "inputnode.brainage")]),
         ])  # fmt:skip
         importance = [f for f, wanted in (("occlusion_map", with_occlusion),

@@ -53,6 +53,8 @@ def init_brainage_prediction_wf(
     ------
     histogram, modulated, v2_tpl
         the scan's features
+    qc
+        the scan's assembled QC (its flags travel into the predictions' flags)
 
     Outputs
     -------
@@ -72,7 +74,7 @@ def init_brainage_prediction_wf(
         "split-conformal interval from the model's out-of-fold errors; brain-PAD is the "
         "predicted minus the chronological age, before any bias correction."
     )
-    inputnode = pe.Node(niu.IdentityInterface(fields=["histogram", "modulated", "v2_tpl"]),
+    inputnode = pe.Node(niu.IdentityInterface(fields=["histogram", "modulated", "v2_tpl", "qc"]),
                         name="inputnode")  # fmt:skip
     outputs = ["brainage", "local_map", "pad_map", "roi_table", "occlusion_map", "unoise_map"]
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
@@ -84,7 +86,7 @@ def init_brainage_prediction_wf(
     )  # fmt:skip
     workflow.connect([
         (inputnode, predict, [("histogram", "histogram"), ("modulated", "modulated"),
-                              ("v2_tpl", "v2_tpl")]),
+                              ("v2_tpl", "v2_tpl"), ("qc", "qc")]),
         (predict, outputnode, [("out_table", "brainage")]),
     ])  # fmt:skip
     occluded = occlusion_bundle(bundles)

@@ -1,0 +1,176 @@
+"""Same brain, same age? Predicted age and tissue volumes on nuisance copies of real IXI scans.
+
+    python benchmarks/invariance.py [--subjects 4] [--transforms up1mm lps ...] [--nprocs 2]
+
+For each of the first N IXI participants with an age (spread over the age range), the scan is
+copied under every transform of ``bids_brainage.testing.nuisance`` (plus "skull-stripped with
+the app's own mask of the original"), the participant level runs on all copies with the default
+global model, and the change against the original is tabulated: predicted age (years) and
+GM, WM and CSF volumes (%). Targets (issue 18): median |Δ age| ≤ 1.5 y, max ≤ 4 y, volumes
+within 3 %. Prints a Markdown table for docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nb
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
+sys.path.insert(0, str(ROOT))
+
+from bids_brainage.testing.nuisance import TRANSFORMS, skull_strip  # noqa: E402
+
+TARGET_MEDIAN, TARGET_MAX, TARGET_VOLUME = 1.5, 4.0, 3.0
+IXI_DIR = [IXI]  # --ixi replaces it
+
+
+def pick_subjects(n: int) -> pd.DataFrame:
+    table = pd.read_csv(IXI_DIR[0] / "participants.tsv", sep="\t", na_values="n/a").dropna(
+        subset=["age"]).sort_values("age")  # fmt:skip
+    step = max(1, len(table) // n)
+    return table.iloc[::step].head(n)
+
+
+def write_dataset(root: Path, rows: list[dict]) -> None:
+    description = {"Name": "IXI nuisance copies", "BIDSVersion": "1.10.0",
+                   "License": "CC BY-SA 3.0"}  # fmt:skip
+    (root / "dataset_description.json").write_text(json.dumps(description))
+    pd.DataFrame(rows).to_csv(root / "participants.tsv", sep="\t", index=False)
+
+
+def add_scan(root: Path, label: str, img: nb.Nifti1Image) -> None:
+    anat = root / f"sub-{label}" / "anat"
+    anat.mkdir(parents=True, exist_ok=True)
+    img.to_filename(anat / f"sub-{label}_T1w.nii.gz")
+
+
+def participant(bids: Path, out: Path, work: Path, labels: list[str], nprocs: int) -> None:
+    cmd = [sys.executable, "-m", "bids_brainage.cli.run", str(bids), str(out), "participant",
+           "-w", str(work), "--nprocs", str(nprocs), "--model", "default",
+           "--skip-bids-validation", "--participant-label", *labels]  # fmt:skip
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        sys.exit(done.stderr[-3000:])
+
+
+def measure(out: Path, label: str) -> dict | None:
+    anat = out / f"sub-{label}" / "anat"
+    try:
+        age = pd.read_csv(anat / f"sub-{label}_brainage.tsv", sep="\t")["predicted_age"].iloc[0]
+        volumes = pd.read_csv(anat / f"sub-{label}_desc-volumes_features.tsv", sep="\t").iloc[0]
+        flags = json.loads((anat / f"sub-{label}_qc.json").read_text())["flags"]
+    except (OSError, KeyError, IndexError):
+        return None
+    return {"age": float(age), "gm": float(volumes["gm_ml"]), "wm": float(volumes["wm_ml"]),
+            "csf": float(volumes["csf_ml"]), "flags": ",".join(flags)}  # fmt:skip
+
+
+def run(subjects: pd.DataFrame, transforms: list[str], nprocs: int, keep: Path | None):
+    root = Path(tempfile.mkdtemp(prefix="invariance_")) if keep is None else keep
+    bids, out, work = root / "bids", root / "out", root / "work"
+    bids.mkdir(parents=True, exist_ok=True)
+    rows, originals = [], []
+    for row in subjects.itertuples():
+        label = row.participant_id.removeprefix("sub-").replace("IXI", "ixi")
+        sid = row.participant_id
+        img = nb.load(IXI_DIR[0] / sid / "anat" / f"{sid}_T1w.nii.gz")
+        add_scan(bids, f"{label}orig", img)
+        rows.append({"participant_id": f"sub-{label}orig", "age": row.age})
+        originals.append((label, img, row.age))
+        for name in transforms:
+            if name != "skullstrip":
+                add_scan(bids, f"{label}{name}", TRANSFORMS[name][1](img))
+                rows.append({"participant_id": f"sub-{label}{name}", "age": row.age})
+    write_dataset(bids, rows)
+    started = time.perf_counter()
+    participant(bids, out, work, [f"{label}orig" for label, _, _ in originals], nprocs)
+    if "skullstrip" in transforms:
+        for label, img, age in originals:
+            mask = out / f"sub-{label}orig" / "anat" / f"sub-{label}orig_desc-brain_mask.nii.gz"
+            add_scan(bids, f"{label}skullstrip", skull_strip(img, nb.load(mask)))
+            rows.append({"participant_id": f"sub-{label}skullstrip", "age": age})
+        write_dataset(bids, rows)
+    copies = [r["participant_id"].removeprefix("sub-") for r in rows
+              if not r["participant_id"].endswith("orig")]  # fmt:skip
+    participant(bids, out, work, copies, nprocs)
+    elapsed = time.perf_counter() - started
+    records = []
+    for label, _, age in originals:
+        base = measure(out, f"{label}orig")
+        for name in transforms:
+            copy = measure(out, f"{label}{name}")
+            if base is None or copy is None:
+                records.append({"subject": label, "transform": name, "failed": True})
+                continue
+            records.append({
+                "subject": label, "transform": name, "age": age, "failed": False,
+                "delta_age": copy["age"] - base["age"],
+                **{f"delta_{t}_pct": 100 * (copy[t] - base[t]) / base[t]
+                   for t in ("gm", "wm", "csf")},
+                "flags": copy["flags"],
+            })  # fmt:skip
+    if keep is None:
+        shutil.rmtree(root, ignore_errors=True)
+    return pd.DataFrame(records), elapsed
+
+
+def summarise(records: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for name, part in records.groupby("transform", sort=False):
+        ok = part[~part["failed"]]
+        abs_age = ok["delta_age"].abs()
+        worst_volume = ok[["delta_gm_pct", "delta_wm_pct", "delta_csf_pct"]].abs().max().max()
+        rows.append({
+            "transform": name, "n": len(ok), "failed": int(part["failed"].sum()),
+            "median_abs_delta_age": abs_age.median(), "max_abs_delta_age": abs_age.max(),
+            "median_delta_gm_pct": ok["delta_gm_pct"].median(),
+            "median_delta_wm_pct": ok["delta_wm_pct"].median(),
+            "median_delta_csf_pct": ok["delta_csf_pct"].median(),
+            "max_abs_delta_volume_pct": worst_volume,
+            "meets_targets": bool(abs_age.median() <= TARGET_MEDIAN
+                                  and abs_age.max() <= TARGET_MAX
+                                  and worst_volume <= TARGET_VOLUME and not part["failed"].any()),
+        })  # fmt:skip
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subjects", type=int, default=4)
+    parser.add_argument("--transforms", nargs="*", default=["skullstrip", *TRANSFORMS])
+    parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="keep the copies and outputs in this folder")
+    parser.add_argument("--save", type=Path, help="write the per-scan table as TSV")
+    parser.add_argument("--ixi", type=Path, default=IXI, help="the IXI BIDS folder")
+    opts = parser.parse_args()
+    IXI_DIR[0] = opts.ixi
+    records, elapsed = run(pick_subjects(opts.subjects), opts.transforms, opts.nprocs, opts.keep)
+    if opts.save:
+        records.to_csv(opts.save, sep="\t", index=False)
+    table = summarise(records)
+    labels = {"skullstrip": "skull-stripped with its own mask",
+              **{k: v[0] for k, v in TRANSFORMS.items()}}  # fmt:skip
+    print(f"{opts.subjects} IXI scans, {len(opts.transforms)} transforms, {elapsed:.0f} s\n")
+    print("| transform | n | median abs Δ age (y) | max abs Δ age (y) | Δ GM % | Δ WM % | "
+          "Δ CSF % | max abs Δ volume % | targets |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in table.itertuples():
+        print(f"| {labels.get(row.transform, row.transform)} | {row.n} | "
+              f"{row.median_abs_delta_age:.2f} | {row.max_abs_delta_age:.2f} | "
+              f"{row.median_delta_gm_pct:+.1f} | {row.median_delta_wm_pct:+.1f} | "
+              f"{row.median_delta_csf_pct:+.1f} | {row.max_abs_delta_volume_pct:.1f} | "
+              f"{'met' if row.meets_targets else 'not met'} |")
+
+
+if __name__ == "__main__":
+    main()

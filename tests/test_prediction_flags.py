@@ -1,0 +1,32 @@
+"""Out-of-distribution flags on each prediction: ages outside the training range, failed QC,
+a contrast unlike T1w."""
+
+from __future__ import annotations
+
+from bids_brainage.models.predict import prediction_flags
+from bids_brainage.preprocessing.qc import derive_flags
+
+CARD = {"training_data": {"age": {"min": 20.17, "max": 81.94}}}
+
+
+def test_ages_outside_the_training_range_are_flagged():
+    assert prediction_flags(CARD, 45.0, 50.0) == []
+    assert prediction_flags(CARD, 9.0, 25.0) == ["age_outside_training_range"]
+    assert prediction_flags(CARD, 95.0, 79.0) == ["age_outside_training_range"]
+    assert prediction_flags(CARD, None, 85.0) == ["prediction_outside_training_range"]
+    assert prediction_flags({}, 5.0, 5.0) == []  # a card without ages cannot say
+
+
+def test_failed_qc_and_contrast_travel_into_the_prediction():
+    assert prediction_flags(CARD, 45.0, 50.0, ["low_resolution"]) == []
+    assert prediction_flags(CARD, 45.0, 50.0, ["registration_failed"]) == ["failed_qc"]
+    assert prediction_flags(CARD, 45.0, 50.0, ["unlike_t1w_contrast"]) == [
+        "unlike_training_contrast"
+    ]
+
+
+def test_contrast_flag_from_tissue_peaks():
+    t1w = {"measures": {"gm_peak": 348.4, "wm_peak": 486.0}}  # IXI012: ratio 0.72
+    t2w = {"measures": {"gm_peak": 520.0, "wm_peak": 410.0}}  # GM brighter than WM
+    assert "unlike_t1w_contrast" not in derive_flags(t1w)
+    assert "unlike_t1w_contrast" in derive_flags(t2w)
