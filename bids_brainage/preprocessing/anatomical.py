@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -232,7 +231,6 @@ def brain_extract(
         image, template_mask, affine_files, whichtoinvert=[True], interpolator="linear"
     ).numpy()
     prior = warped_mask > 0.5
-    started = time.perf_counter()
     if method == "deepbet":
         mask = deepbet_mask(n4_file, threads)
     elif stripped:
@@ -249,7 +247,6 @@ def brain_extract(
     overlap = float(2 * (mask & prior).sum() / max(mask.sum() + prior.sum(), 1))
     qc = {
         "method": method,
-        "mask_seconds": round(time.perf_counter() - started, 2),
         "skull_stripped_input": bool(stripped),
         **facts,
         "brain_mask_ml": round(float(mask.sum() * voxel_ml), 1),
