@@ -14,7 +14,7 @@ from ..config import Config
 from ..models.bundle import BundleError
 from ..models.inputs import ContractError
 from ..reports.group import write_group_report
-from ..utils.bids import InputError, read_participants, strip_prefix
+from ..utils.bids import InputError, read_participants, scan_key, strip_prefix
 from ..utils.derivatives import read_failure_records, write_derivatives_root
 from ..utils.io import staged_tree
 from .parser import EXIT_FAILED, EXIT_INVALID_BIDS, EXIT_NO_MATCH, EXIT_OK, EXIT_USAGE
@@ -176,8 +176,9 @@ def participant_level_gaps(config: Config, table: pd.DataFrame) -> list[str]:
     """Scans whose latest participant run failed, and participants with no derivatives."""
     execution = config.execution
     lines = []
-    processed = set(scan_keys(table))
-    for key, record in read_failure_records(execution.output_dir).items():
+    processed = {scan_key(entities) for entities in table["entities"]}
+    records = read_failure_records(execution.output_dir)
+    for key, record in records.items():
         crash = f" [{Path(record['crash_file']).name}]" if record.get("crash_file") else ""
         if key in processed:
             lines.append(f"{key}: its latest participant-level run failed ({record['reason']})"
@@ -187,30 +188,15 @@ def participant_level_gaps(config: Config, table: pd.DataFrame) -> list[str]:
                          "not in the statistics")  # fmt:skip
     demographics, _ = read_participants(execution.bids_dir)
     wanted = {strip_prefix(s, "sub") for s in execution.participant_label or []}
-    failed_subjects = {key.split("_")[0] for key in read_failure_records(execution.output_dir)}
-    missing = sorted(f"sub-{s}" for s in demographics if (not wanted or s in wanted)
-                     and f"sub-{s}" not in set(table["participant_id"])
-                     and f"sub-{s}" not in failed_subjects)  # fmt:skip
+    accounted = set(table["participant_id"]) | {key.split("_")[0] for key in records}
+    missing = sorted(f"sub-{s}" for s in demographics
+                     if (not wanted or s in wanted) and f"sub-{s}" not in accounted)  # fmt:skip
     if missing:
         shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10
                                            else "")  # fmt:skip
         lines.append(f"{len(missing)} participant(s) of participants.tsv have no participant-"
                      f"level derivatives in OUTPUT_DIR (not run yet?): {shown}")  # fmt:skip
     return lines
-
-
-def scan_keys(table: pd.DataFrame) -> list[str]:
-    """The participant level's scan keys (sub-X[_ses-Y][_acq-Z][_run-N]) of the table's rows."""
-    keys = []
-    for row in table.itertuples():
-        parts = [row.participant_id]
-        for prefix, value in (("ses", row.session_id), ("acq", row.acquisition),
-                              ("run", row.run)):  # fmt:skip
-            if pd.notna(value) and value:
-                text = str(value)
-                parts.append(text if text.startswith(f"{prefix}-") else f"{prefix}-{text}")
-        keys.append("_".join(parts))
-    return keys
 
 
 def version_notes(table: pd.DataFrame) -> list[str]:

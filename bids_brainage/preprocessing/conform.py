@@ -29,13 +29,28 @@ def needs_working_grid(zooms, working_voxel_mm: float = WORKING_VOXEL_MM) -> boo
     return bool(np.any(np.abs(zooms / working_voxel_mm - 1) > GRID_TOLERANCE))
 
 
+def centred_grid(img: nb.spatialimages.SpatialImage, voxel_mm) -> tuple[tuple, np.ndarray]:
+    """(shape, affine) of a grid of ``voxel_mm`` (one value or one per axis) with the image's
+    axes, covering its field of view, centred where its grid is centred.
+    """
+    zooms = np.linalg.norm(img.affine[:3, :3], axis=0)
+    voxel_mm = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
+    shape = np.maximum(1, np.round(np.asarray(img.shape[:3]) * zooms / voxel_mm)).astype(int)
+    affine = np.eye(4)
+    affine[:3, :3] = img.affine[:3, :3] / zooms * voxel_mm
+    centre = img.affine @ np.r_[(np.asarray(img.shape[:3]) - 1) / 2, 1]
+    affine[:3, 3] = centre[:3] - affine[:3, :3] @ ((shape - 1) / 2)
+    return tuple(int(v) for v in shape), affine
+
+
 def to_working_grid(img: nb.Nifti1Image, voxel_mm: float = WORKING_VOXEL_MM) -> nb.Nifti1Image:
     """The same field of view on an isotropic ``voxel_mm`` grid with the image's own axes.
 
     Downsampling is anti-aliased by the Gaussian with the variance of a ``voxel_mm`` box,
     sigma = sqrt((factor² - 1) / 12) input voxels per axis, so that each output voxel averages
     what a ``voxel_mm`` acquisition would; values are then interpolated with a cubic B-spline
-    (linear interpolation blurs again at every off-grid point) and clipped to the input's range.
+    (linear interpolation blurs again at every off-grid point) and clipped to the range of the
+    smoothed input (no overshoot).
     """
     from nibabel.processing import resample_from_to
     from scipy import ndimage
@@ -46,15 +61,10 @@ def to_working_grid(img: nb.Nifti1Image, voxel_mm: float = WORKING_VOXEL_MM) -> 
     sigma = np.sqrt(np.clip((factor**2 - 1) / 12, 0.0, None))
     if sigma.any():
         data = ndimage.gaussian_filter(data, sigma, mode="nearest")
-    shape = np.maximum(1, np.round(np.asarray(img.shape[:3]) / factor)).astype(int)
-    affine = np.eye(4)
-    affine[:3, :3] = img.affine[:3, :3] / zooms * voxel_mm
-    centre = img.affine @ np.r_[(np.asarray(img.shape[:3]) - 1) / 2, 1]
-    affine[:3, 3] = centre[:3] - affine[:3, :3] @ ((shape - 1) / 2)
+    shape, affine = centred_grid(img, voxel_mm)
     smoothed = nb.Nifti1Image(data, img.affine, img.header)
     low, high = float(data.min()), float(data.max())
-    out = resample_from_to(smoothed, (tuple(int(v) for v in shape), affine), order=3,
-                           mode="nearest")  # fmt:skip
+    out = resample_from_to(smoothed, (shape, affine), order=3, mode="nearest")
     values = np.clip(np.asarray(out.dataobj, dtype=np.float32), low, high)
     result = nb.Nifti1Image(values, affine, img.header)
     result.set_qform(affine, code=1)

@@ -137,8 +137,7 @@ def analyse_model(
     elif bias is not None and site_calibration:
         skipped.append("site calibration: needs --bias-form age")
     scans["predicted_age_corrected"] = scans["age"] + scans["brain_pad_corrected"]
-    once = first_scans(scans[scans["age"].notna()])
-    controls = once[control_mask(once["group"], control_labels)]
+    once, controls = scans.loc[once.index], scans.loc[controls.index]  # with the new columns
     summary = {"model": model, "form": form, "alpha": math.nan, "beta": math.nan,
                "n_reference": 0, "reference": reference_name,
                "pad_age_r_reference_before": math.nan, "pad_age_r_reference_after": math.nan,

@@ -13,6 +13,8 @@ import numpy as np
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
+from ..preprocessing.conform import centred_grid
+
 
 def _data(img: nb.Nifti1Image) -> np.ndarray:
     return np.asarray(img.dataobj, dtype=np.float32)
@@ -28,21 +30,13 @@ def resample_to_voxels(img: nb.Nifti1Image, voxel_mm) -> nb.Nifti1Image:
     """The same field of view on a grid of ``voxel_mm`` (per axis), Gaussian anti-aliasing
     before any downsampling, cubic B-spline interpolation.
     """
-    voxel_mm = np.broadcast_to(np.asarray(voxel_mm, float), (3,))
-    zooms = np.linalg.norm(img.affine[:3, :3], axis=0)
+    factor = np.asarray(voxel_mm, float) / np.linalg.norm(img.affine[:3, :3], axis=0)
     data = _data(img)
-    factor = voxel_mm / zooms
     sigma = np.where(factor > 1, (factor - 1) / 2, 0.0)
     if sigma.any():
         data = ndimage.gaussian_filter(data, sigma)
-    shape = np.maximum(1, np.round(np.asarray(img.shape[:3]) / factor)).astype(int)
-    direction = img.affine[:3, :3] / zooms
-    affine = np.eye(4)
-    affine[:3, :3] = direction * voxel_mm
-    # keep the grid's centre where it was
-    centre = img.affine @ np.r_[(np.asarray(img.shape[:3]) - 1) / 2, 1]
-    affine[:3, 3] = centre[:3] - affine[:3, :3] @ ((shape - 1) / 2)
-    out = resample_from_to(_float_image(data, img.affine), (tuple(shape), affine), order=3)
+    shape, affine = centred_grid(img, voxel_mm)
+    out = resample_from_to(_float_image(data, img.affine), (shape, affine), order=3)
     return _float_image(np.clip(_data(out), 0, None), affine)
 
 

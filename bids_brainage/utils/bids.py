@@ -53,11 +53,7 @@ class T1wScan:
     @property
     def key(self) -> str:
         """A name for this scan, unique in the dataset: ``sub-01_ses-1_run-2``."""
-        parts = [f"sub-{self.subject}"]
-        for prefix, value in (("ses", self.session), ("acq", self.acquisition), ("run", self.run)):
-            if value is not None:
-                parts.append(f"{prefix}-{value}")
-        return "_".join(parts)
+        return scan_key(self.entities)
 
     @property
     def entities(self) -> dict:
@@ -71,6 +67,15 @@ class T1wScan:
         out = asdict(self)
         out["path"] = str(self.path)
         return out
+
+
+def scan_key(entities: dict) -> str:
+    """``sub-01_ses-1_run-2`` from subject, session, acquisition and run labels (None: absent)."""
+    parts = [f"sub-{entities['subject']}"]
+    for prefix, name in (("ses", "session"), ("acq", "acquisition"), ("run", "run")):
+        if entities.get(name) is not None:
+            parts.append(f"{prefix}-{entities[name]}")
+    return "_".join(parts)
 
 
 def strip_prefix(label: str, prefix: str) -> str:
