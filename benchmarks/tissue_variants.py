@@ -8,7 +8,10 @@ random split (seed 20181209): mean ± SD over repeats of the pooled out-of-fold 
 variant's hyperparameters are chosen inside the training folds only. Prints a Markdown table
 for docs/benchmarks.md. Variants change one thing at a time from the shipped model (ridge on GM
 and WM modulated maps, 8 mm blocks): the resolution, the tissues, smoothing, the learner, the
-input, mirrored training copies, a calibration of the output, and a stack of inputs.
+input, mirrored training copies, a calibration of the output, and a stack of inputs; then what
+the literature uses at this sample size: Gaussian-process regression (brainageR) and kernel ridge
+on a PCA of smoothed tissue maps, and their average with the ridge.
+The demo's source scans (``bids_brainage/data/demo/sources.tsv``) are left out, as in training.
 """
 
 from __future__ import annotations
@@ -23,7 +26,11 @@ from scipy.ndimage import gaussian_filter
 from sklearn.base import BaseEstimator, RegressorMixin, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.cross_decomposition import PLSRegression
-from sklearn.ensemble import StackingRegressor
+from sklearn.decomposition import PCA
+from sklearn.ensemble import StackingRegressor, VotingRegressor
+from sklearn.gaussian_process import GaussianProcessRegressor
+from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
+from sklearn.kernel_ridge import KernelRidge
 from sklearn.linear_model import LinearRegression, RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold, RepeatedKFold
 from sklearn.pipeline import make_pipeline
@@ -35,6 +42,7 @@ from bids_brainage.models.inputs import ScanFeatures, read_histogram, read_map
 from bids_brainage.utils.derivatives import derivative_path
 
 SEED = 20181209
+DEMO_SOURCES = Path(__file__).resolve().parents[1] / "bids_brainage/data/demo/sources.tsv"
 
 
 class InsideBrains(BaseEstimator, TransformerMixin):
@@ -74,14 +82,56 @@ class Mirrored(BaseEstimator, RegressorMixin):
         return (self.model_.predict(X[:, :half]) + self.model_.predict(X[:, half:])) / 2
 
 
+def gpr(kernel: str):
+    """brainageR's recipe: PCA of the maps (components keeping 99 % of the variance), then a GP
+    whose kernel hyperparameters maximise the marginal likelihood (no inner CV needed)."""
+    kernels = {
+        "linear": ConstantKernel() * DotProduct(sigma_0=1.0) + WhiteKernel(),
+        "rbf": ConstantKernel() * RBF(length_scale=30.0, length_scale_bounds=(1.0, 1e4))
+        + WhiteKernel(),
+        "rbf+linear": ConstantKernel() * RBF(length_scale=30.0, length_scale_bounds=(1.0, 1e4))
+        + ConstantKernel() * DotProduct(sigma_0=1.0) + WhiteKernel(),
+    }
+    return make_pipeline(
+        InsideBrains(), StandardScaler(), PCA(0.99, svd_solver="full"), StandardScaler(),
+        GaussianProcessRegressor(kernels[kernel], normalize_y=True, n_restarts_optimizer=2,
+                                 random_state=0))  # fmt:skip
+
+
+def kernel_ridge():
+    """RBF kernel ridge on PCA scores, penalty and width by inner CV."""
+    return GridSearchCV(
+        make_pipeline(InsideBrains(), StandardScaler(), PCA(0.99, svd_solver="full"),
+                      StandardScaler(), KernelRidge(kernel="rbf")),
+        {"kernelridge__alpha": [0.01, 0.1, 1.0], "kernelridge__gamma": [1e-4, 3e-4, 1e-3, 3e-3]},
+        cv=KFold(5, shuffle=True, random_state=0), scoring="neg_mean_absolute_error",
+    )  # fmt:skip
+
+
+class Centred(BaseEstimator, RegressorMixin):
+    """Fit on centred ages (kernel ridge has no intercept)."""
+
+    def __init__(self, estimator=None):
+        self.estimator = estimator
+
+    def fit(self, X, y):
+        self.mean_ = float(np.mean(y))
+        self.model_ = clone(self.estimator).fit(X, np.asarray(y) - self.mean_)
+        return self
+
+    def predict(self, X):
+        return np.ravel(self.model_.predict(X)) + self.mean_
+
+
 def columns(estimator, block: slice):
     """``estimator`` on one block of columns of a concatenated design."""
     return make_pipeline(ColumnTransformer([("block", "passthrough", block)]), estimator)
 
 
-def load(bids_dir: Path, derivatives: Path):
+def load(bids_dir: Path, derivatives: Path, exclude=()):
     """Ages and every scan's inputs: GM, WM, CSF modulated maps, v2 T1w, histogram, volumes."""
     table = pd.read_csv(bids_dir / "participants.tsv", sep="\t", na_values=["n/a"])
+    table = table[~table["participant_id"].isin(set(exclude))]
     table["age"] = pd.to_numeric(table["age"], errors="coerce")
     ages, maps, t1w, histograms, volumes = [], [], [], [], []
     space = resolution = None
@@ -167,6 +217,20 @@ def variants(maps, t1w, histograms, volumes):
              ("csf", columns(ridge(), slice(blocks[1], blocks[2]))),
              ("volumes", columns(LinearRegression(), slice(blocks[2], blocks[3])))],
             LinearRegression(positive=True), cv=KFold(5, shuffle=True, random_state=0))  # fmt:skip
+    smooth_all = np.stack([gaussian_filter(m, (0, 1, 1, 1)) for m in maps])  # GM, WM, CSF
+    s4 = flat(smooth_all, 2)
+    yield "GPR, linear kernel, PCA of smoothed GM + WM + CSF 4 mm", s4, gpr("linear")
+    yield "GPR, RBF kernel, PCA of smoothed GM + WM + CSF 4 mm", s4, gpr("rbf")
+    yield "GPR, RBF + linear kernel, PCA of smoothed GM + WM + CSF 4 mm", s4, gpr("rbf+linear")
+    yield "GPR, RBF + linear kernel, PCA of GM + WM 8 mm", f4, gpr("rbf+linear")
+    yield "GPR, RBF + linear kernel, PCA of smoothed GM + WM 4 mm", flat(smooth, 2), \
+        gpr("rbf+linear")
+    yield "GPR, linear kernel, PCA of smoothed GM + WM 4 mm", flat(smooth, 2), gpr("linear")
+    yield "kernel ridge (RBF), PCA of smoothed GM + WM + CSF 4 mm", s4, Centred(kernel_ridge())
+    design = np.hstack([f4, s4])
+    yield "average: ridge GM + WM 8 mm and GPR RBF + linear 4 mm", design, VotingRegressor(
+        [("ridge", columns(ridge(), slice(0, f4.shape[1]))),
+         ("gpr", columns(gpr("rbf+linear"), slice(f4.shape[1], design.shape[1])))])  # fmt:skip
 
 
 def score(design, estimator, ages, repeats):
@@ -186,8 +250,12 @@ def main() -> None:
     parser.add_argument("bids_dir", type=Path)
     parser.add_argument("derivatives", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help="run only the variants whose name contains this text")
+    parser.add_argument("--keep-demo", action="store_true",
+                        help="keep the demo's source scans (left out by default, as in training)")
     args = parser.parse_args()
-    ages, maps, t1w, histograms, volumes = load(args.bids_dir, args.derivatives)
+    exclude = () if args.keep_demo else pd.read_csv(DEMO_SOURCES, sep="\t")["source"]
+    ages, maps, t1w, histograms, volumes = load(args.bids_dir, args.derivatives, exclude)
     splits = RepeatedKFold(n_splits=5, n_repeats=args.repeats, random_state=SEED).split(ages)
     baseline = np.concatenate([np.abs(np.median(ages[tr]) - ages[te]) for tr, te in splits])
     print(f"{len(ages)} scans with an age; median-age baseline MAE "
@@ -195,6 +263,8 @@ def main() -> None:
     print("| variant | MAE (years), mean ± SD over repeats | time (s) |")
     print("|---|---|---|")
     for name, design, estimator in variants(maps, t1w, histograms, volumes):
+        if args.only and args.only not in name:
+            continue
         start = time.perf_counter()
         mean, sd = score(design, estimator, ages, args.repeats)
         print(

@@ -29,6 +29,7 @@ class ExecutionSettings:
     bids_filters: dict = field(default_factory=dict)
     skip_bids_validation: bool = False
     verbosity: int = 0
+    quiet: bool = False
     run_uuid: str = ""
 
     @property
@@ -46,7 +47,7 @@ class WorkflowSettings:
     max_fov_mm: float = 600.0
     max_voxels: int = 256 * 1024 * 1024
     registration: str = "fast"
-    brain_extraction: str = "template"  # or "deepbet"
+    brain_extraction: str = "deepbet"  # or "template"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 

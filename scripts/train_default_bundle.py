@@ -3,7 +3,9 @@
     .venv/bin/python scripts/train_default_bundle.py [--derivatives DIR] [--work DIR]
 
 1. participant level (preprocessing only, ``--model none``) on every scan;
-2. group level: every classical kind, then the CNN kinds named with ``--cnn`` (slow on a CPU);
+2. group level on every participant except the IXI scans the demo embeds
+   (``bids_brainage/data/demo/sources.tsv``: the demo's predictions stay out of sample): every
+   classical kind, then the CNN kinds named with ``--cnn`` (slow on a CPU);
 3. an ensemble of the two best bundles (seed 000 averaged its two best models);
 4. the bundle with the lowest random-split CV MAE is copied to
    ``bids_brainage/data/models/default`` and a CV table of all of them is printed;
@@ -23,7 +25,17 @@ from bids_brainage.cli.run import main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
-CLASSICAL = ("hist-linear", "hist-gbm", "tissue-linear")
+CLASSICAL = ("hist-linear", "hist-gbm", "tissue-linear", "tissue-gpr")
+DEMO_SOURCES = ROOT / "bids_brainage" / "data" / "demo" / "sources.tsv"
+
+
+def training_participants() -> list[str]:
+    """Every IXI participant but the demo's sources (the demo must be out of sample)."""
+    import pandas as pd
+
+    held_out = set(pd.read_csv(DEMO_SOURCES, sep="\t")["source"])
+    table = pd.read_csv(DATA / "participants.tsv", sep="\t")
+    return [p for p in table["participant_id"] if p not in held_out]
 
 
 def cv_mae(bundle: Path) -> float:
@@ -58,6 +70,7 @@ def train():
     common = ["-w", work, "--nprocs", opts.nprocs]
     if not opts.skip_participant:
         run(DATA, out, "participant", "--model", "none", *common)
+    common += ["--participant-label", *training_participants()]
     bundles = {}
     for kind in (*CLASSICAL, *opts.cnn):
         name = f"ixi-{kind}"

@@ -116,8 +116,10 @@ def collect_scan_table(config: Config) -> tuple[pd.DataFrame, list[str]]:
             "template": qc.get("template", {}).get("name"),
             "resolution": qc.get("template", {}).get("resolution"),
             "version": qc.get("bids_brainage_version"),
+            # runs before --brain-extraction existed all used the template method
+            "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
         })  # fmt:skip
-    hidden = ["qc_file", "entities", "template", "resolution", "version"]
+    hidden = ["qc_file", "entities", "template", "resolution", "version", "brain_extraction"]
     table = pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *hidden])
     return table, problems
 
@@ -214,6 +216,12 @@ def run_group(config: Config) -> int:
     from .train import TrainingError, run_training
 
     execution = config.execution
+    stages = 4 if config.models.train_model else 3
+
+    def stage(k: int, text: str) -> None:
+        if not execution.quiet:
+            print(f"bids_brainage group: [{k}/{stages}] {text}", flush=True)
+
     try:
         if not find_scan_qc(execution.output_dir):
             print(
@@ -222,6 +230,7 @@ def run_group(config: Config) -> int:
                 file=sys.stderr,
             )
             return EXIT_NO_MATCH
+        stage(1, f"collecting the participant-level derivatives in {execution.output_dir}")
         try:
             table, problems = collect_scan_table(config)
         except InputError as err:
@@ -237,7 +246,8 @@ def run_group(config: Config) -> int:
         except StatisticsError as err:
             print(f"bids_brainage: {err}", file=sys.stderr)
             return EXIT_USAGE
-        LOGGER.info("group: %d scan(s) collected; computing statistics", len(table))
+        stage(2, f"statistics over {len(table)} scan(s) (bias correction, group tests, ROC, "
+                 "ICC, voxel-wise maps)")
         results = analyse(config, table)
         results.skipped = version_notes(table) + results.skipped
         results.gaps = participant_level_gaps(config, table)
@@ -246,6 +256,7 @@ def run_group(config: Config) -> int:
         columns = dict(SCAN_COLUMNS)
         for model in results.model_names:
             columns.update(model_columns(model))
+        stage(3, "writing the group tables, maps and report")
         with staged_tree(execution.output_dir, GROUP_OUTPUTS, "group") as root:
             written = [write_table(results.scans, config, root, "scans", columns)]
             written += write_statistics(config, root, results)
@@ -264,6 +275,7 @@ def run_group(config: Config) -> int:
             print(f"bids_brainage group: skipped: {line}")
         print(f"bids_brainage group: report {execution.output_dir / 'group.html'}")
         if config.models.train_model:
+            stage(4, f"training {config.models.train_model} ({config.models.model_kind})")
             try:
                 bundle = run_training(config, table, read_dataset_description(execution.bids_dir))
             except (TrainingError, BundleError, ContractError) as err:

@@ -87,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="more output (-v info, -vv debug)",
     )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="no progress lines (one per scan at the participant level, the stages at the group "
+        "level); warnings and errors still print",
+    )
 
     sel = parser.add_argument_group("selecting data")
     sel.add_argument(
@@ -126,11 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     wf.add_argument(
         "--brain-extraction",
-        choices=("template", "deepbet"),
-        default="template",
-        help="brain mask: template (head registered to the template head, mask refined by "
-        "tissue classes; default, what the packaged models were trained with) or deepbet (a "
-        "CNN whose weights ship in its PyPI wheel)",
+        choices=("deepbet", "template"),
+        default="deepbet",
+        help="brain mask: deepbet (default; a CNN whose weights ship in its PyPI wheel, what the "
+        "packaged models were trained with) or template (the head registered to the template "
+        "head, mask refined by tissue classes)",
     )
     wf.add_argument(
         "--allow-template-download",
@@ -327,6 +334,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         bids_filters=filters,
         skip_bids_validation=opts.skip_bids_validation,
         verbosity=opts.verbosity,
+        quiet=opts.quiet,
         run_uuid=run_uuid,
     )
     nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)

@@ -66,11 +66,11 @@ class Failure:
     crash_file: Path | None = None
 
 
-def setup_logging(verbosity: int) -> None:
+def setup_logging(verbosity: int, quiet: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%H:%M:%S"))
     LOGGER.handlers[:] = [handler]
-    LOGGER.setLevel(logging.INFO if verbosity < 2 else logging.DEBUG)
+    LOGGER.setLevel(logging.WARNING if quiet else logging.INFO if verbosity < 2 else logging.DEBUG)
     LOGGER.propagate = False
     # Nipype prints whole tracebacks at ERROR; the crash files keep them, the console gets one
     # line per failed scan unless -v is given.
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(err), file=sys.stderr)
         return err.code
     try:
-        setup_logging(execution.verbosity)
+        setup_logging(execution.verbosity, execution.quiet)
         _stop_cleanly_on_signals(config)
         config.seeds.apply()
         LOGGER.info("bids_brainage %s, %s level", __version__, execution.analysis_level)
@@ -217,7 +217,8 @@ def run_participant(config: Config) -> int:
                 return EXIT_USAGE
         write_reports(execution.output_dir, scans, failures)
         record_outcomes(execution.output_dir, runnable, failures)
-        print_predictions(execution.output_dir, runnable, failures)
+        if not execution.quiet:
+            print_predictions(execution.output_dir, runnable, failures)
     finally:
         write_derivatives_root(execution.output_dir, execution.bids_dir)
         config.dump(execution.log_dir / f"config-{execution.run_uuid}.json")
@@ -315,6 +316,11 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     LOGGER.info("template %s (%s)", template.name, template.source)
     for bundle in bundles:
         bundle.check_contract(config.workflow.template)
+        trained_with = bundle.card.get("contract", {}).get("brain_extraction")
+        if trained_with and trained_with != config.workflow.brain_extraction:
+            LOGGER.warning("%s was trained on %s brain masks, this run makes %s masks: its "
+                           "predictions are flagged brain_extraction_unlike_training",
+                           bundle.name, trained_with, config.workflow.brain_extraction)  # fmt:skip
     config.models.bundles = [describe_bundle(b) for b in bundles]
     if any(b.kind in LOCAL_KINDS for b in bundles):
         labels, names = harvard_oxford(template, execution.work_dir / "templates")
@@ -337,8 +343,10 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     methods = methods_text(workflow) + f"\n\nTemplate: {template.name} ({template.source})."
     write_text_atomic(log_dir / "CITATION.md", citation(methods))
     before = set(log_dir.glob("crash-*.txt"))
+    plugin_args = {**config.nipype.plugin_args,
+                   "status_callback": scan_progress(workflow, scans, execution.quiet)}  # fmt:skip
     try:
-        workflow.run(plugin=config.nipype.plugin, plugin_args=config.nipype.plugin_args)
+        workflow.run(plugin=config.nipype.plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # raised after every runnable node has run
         LOGGER.debug("nipype: %s", err)
     by_workflow = {(subject_workflow_name(s.subject), scan_workflow_name(s)): s for s in scans}
@@ -352,6 +360,18 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
             reason = f"{scan.path}: {reason}"
         failures.append(Failure(scan.key, reason, crash))
     return failures
+
+
+def scan_progress(workflow, scans: list[T1wScan], quiet: bool):
+    """The callback that prints ``[k/N] sub-01: done in 31 s, brain age ...`` lines."""
+    from ..workflows.base import scan_workflow_name, subject_workflow_name
+    from .progress import ScanProgress, brain_age_text
+
+    prefixes = {f"{subject_workflow_name(s.subject)}.{scan_workflow_name(s)}.": s.key
+                for s in scans}  # fmt:skip
+    names = workflow.list_node_names()
+    expected = {p: sum(n.startswith(p) for n in names) for p in prefixes}
+    return ScanProgress(prefixes, expected, describe=brain_age_text, quiet=quiet)
 
 
 def write_reports(output_dir: Path, scans: list[T1wScan], failures: list[Failure]) -> None:

@@ -120,6 +120,16 @@ def template_of(scans: pd.DataFrame) -> dict:
     return {"name": name, "resolution": int(resolution)}
 
 
+def brain_extraction_of(scans: pd.DataFrame) -> str:
+    """The one brain-extraction method of the training scans (the model learns its masks)."""
+    methods = set(scans["brain_extraction"]) if "brain_extraction" in scans else {"template"}
+    if len(methods) != 1:
+        raise TrainingError(f"the scans were brain-extracted by different methods: "
+                            f"{sorted(methods)}; rerun the participant level with one "
+                            "--brain-extraction")  # fmt:skip
+    return methods.pop()
+
+
 def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
     """Cross-validate, refit and write the bundle; return its folder."""
     settings, seed = config.models, config.seeds.derive("training")
@@ -171,8 +181,9 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
                        results[split]["metrics"]["mae"]["mean"],
                        results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
     estimator = make_model().fit(X, y, seed=seed)
-    card["contract"] = contract_for(template, kind, grid)
-    if kind == "tissue-linear":
+    card["contract"] = contract_for(template, kind, grid,
+                                    brain_extraction=brain_extraction_of(scans))  # fmt:skip
+    if kind in ("tissue-linear", "tissue-gpr"):
         card["selection_curve"] = {str(k): v for k, v in estimator.curve.items()}
     if kind in NETWORK_KINDS:
         card["final_fit"] = {"epochs_run": len(estimator.history),
@@ -239,11 +250,13 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
         drop=True
     )
     contracts = {json.dumps({k: v for k, v in m.card["contract"].items() if k in
-                             ("template", "resolution", "normalisation", "working_voxel_mm")},
+                             ("template", "resolution", "normalisation", "working_voxel_mm",
+                              "brain_extraction")},
                             sort_keys=True)
                  for m in members}  # fmt:skip
     if len(contracts) != 1:
-        raise TrainingError("the ensemble members were made for different templates")
+        raise TrainingError("the ensemble members were made for different templates or "
+                            "brain extractions")
     card["contract"] = {**json.loads(contracts.pop()), "input": "mixed"}
     card["members_kinds"] = {m.name: m.kind for m in members}
     return _write(config, scans, card, results, members=[m.path for m in members])
@@ -294,7 +307,8 @@ def _train_unoise(config, scans, card, template) -> Path:
         )
     card["history"] = model.history
     card["params"] = model.state()[1]
-    card["contract"] = contract_for(template, "unoise", grid, input_kind)
+    card["contract"] = contract_for(template, "unoise", grid, input_kind,
+                                    brain_extraction_of(scans))  # fmt:skip
     card["version"] = __version__
     brain = X[validation].sum(axis=1) > model.params["mask_threshold"]
     mean_importance = model.importance(X[validation], brain).mean(axis=0)

@@ -44,7 +44,7 @@ class _BrainExtractionInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="N4-corrected T1w")
     template = traits.Dict(mandatory=True, desc="Template.to_dict()")
     seed = traits.Int(mandatory=True)
-    method = traits.Enum("template", "deepbet", usedefault=True, desc="how the mask is made")
+    method = traits.Enum("deepbet", "template", usedefault=True, desc="how the mask is made")
     threads = traits.Int(1, usedefault=True, nohash=True, desc="torch threads for deepbet")
 
 

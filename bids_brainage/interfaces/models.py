@@ -50,8 +50,9 @@ class PredictBrainAge(SimpleInterface):
                                 t1w=self.inputs.v2_tpl)  # fmt:skip
         bundles = [load_bundle(path, template=self.inputs.template, threads=self.inputs.threads)
                    for path in self.inputs.bundles]  # fmt:skip
-        qc_flags = self.inputs.qc.get("flags", []) if isdefined(self.inputs.qc) else []
-        table = predict_table(bundles, features, self.inputs.age, qc_flags)
+        qc = self.inputs.qc if isdefined(self.inputs.qc) else {}
+        table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
+                              qc.get("brain_extraction", {}).get("method"))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

@@ -27,14 +27,15 @@ from .inputs import NORMALISATION, ContractError, ScanFeatures, check_contract, 
 
 FORMAT = "bids_brainage-bundle"
 FORMAT_VERSION = 1
-KINDS = ("hist-linear", "hist-gbm", "tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm",
-         "local-unet", "unoise", "ensemble")  # fmt:skip
+KINDS = ("hist-linear", "hist-gbm", "tissue-linear", "tissue-gpr", "slice-cnn", "resnet3d",
+         "resnet2d-lstm", "local-unet", "unoise", "ensemble")  # fmt:skip
 NETWORK_KINDS = ("slice-cnn", "resnet3d", "resnet2d-lstm")
 LOCAL_KINDS = ("local-unet",)
 IMPORTANCE_KINDS = ("unoise",)  # explain another bundle; no age of their own
 TORCH_KINDS = (*NETWORK_KINDS, *LOCAL_KINDS, *IMPORTANCE_KINDS)
 INPUT_OF_KIND = {"hist-linear": "histogram", "hist-gbm": "histogram", "tissue-linear": "tissue",
-                 "local-unet": "tissue", **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
+                 "tissue-gpr": "tissue", "local-unet": "tissue",
+                 **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
 DEFAULT_BUNDLE = "default"
 # what the participant level runs without --model: global age, local maps, U-noise importance
 DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
@@ -73,6 +74,8 @@ def make_estimator(kind: str, *, affine=None, settings: dict | None = None, thre
         return classical.HistogramBoosting()
     if kind == "tissue-linear":
         return classical.TissueLinear()
+    if kind == "tissue-gpr":
+        return classical.TissueGPR()
     if kind in NETWORK_KINDS:
         from .deep import DeepAgeModel
 
@@ -309,11 +312,13 @@ def resolve_bundle(spec: str) -> Path:
     raise BundleError(f"{spec}: no such bundle directory, nor a packaged bundle ({known})")
 
 
-def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None
-                 ) -> dict:  # fmt:skip
+def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None,
+                 brain_extraction: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or INPUT_OF_KIND.get(kind, "mixed")}  # fmt:skip
+    if brain_extraction is not None:
+        contract["brain_extraction"] = brain_extraction
     if grid is not None:
         contract["grid"] = grid
     return contract

@@ -7,8 +7,11 @@ saved without pickle (``state``/``from_state``); gradient boosting is stored wit
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold
 
@@ -191,5 +194,140 @@ class TissueLinear(LinearAgeModel):
     def from_state(cls, arrays, params):
         model = super().from_state(arrays, params)
         model.voxels, model.factor = arrays["voxels"], int(params["factor"])
+        model.curve = {int(k): v for k, v in params.get("curve", {}).items()}
+        return model
+
+
+GPR_FACTORS = (2, 3, 4)  # 4, 6 and 8 mm blocks
+PCA_VARIANCE = 0.99
+
+
+class TissueGPR:
+    """Gaussian-process regression on a PCA of GM and WM modulated maps (brainageR's recipe).
+
+    Block-averaged maps (the factor chosen by inner CV, as for ``TissueLinear``) are
+    standardised, reduced to the principal components that keep 99 % of the variance, and
+    regressed with a GP whose kernel, an RBF plus a linear term plus noise, has its
+    hyperparameters set by the marginal likelihood. The fitted state is plain arrays (training
+    scores and dual weights), so prediction needs no scikit-learn object.
+    """
+
+    kind = "tissue-gpr"
+    input = "tissue"
+
+    def __init__(self, factors=GPR_FACTORS):
+        self.factors = tuple(factors)
+        self.factor = self.voxels = None
+        self.mean = self.scale = self.components = self.score_scale = None
+        self.train_scores = self.dual = None
+        self.age_mean, self.age_sd, self.kernel, self.curve = 0.0, 1.0, {}, {}
+
+    def _scores(self, small):
+        """Block-averaged maps (n, voxels inside the brains) → standardised PCA scores."""
+        centred = (np.asarray(small, np.float64) - self.mean) / self.scale
+        return (centred @ self.components.T) / self.score_scale
+
+    def _fit_small(self, small, y, factor, seed):
+        from sklearn.decomposition import PCA
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
+
+        self.factor = factor
+        self.voxels = np.flatnonzero(small.mean(axis=0) > 0.01)
+        design = np.asarray(small[:, self.voxels], np.float64)
+        self.mean, self.scale = design.mean(axis=0), design.std(axis=0)
+        self.scale[self.scale == 0] = 1.0
+        pca = PCA(PCA_VARIANCE, svd_solver="full").fit((design - self.mean) / self.scale)
+        self.components = pca.components_
+        self.mean = self.mean + pca.mean_ * self.scale  # fold PCA's centring into ours
+        self.score_scale = np.ones(len(self.components))
+        scores = self._scores(design)
+        self.score_scale = scores.std(axis=0)
+        self.score_scale[self.score_scale == 0] = 1.0
+        scores = scores / self.score_scale
+        self.age_mean, self.age_sd = float(np.mean(y)), float(np.std(y) or 1.0)
+        kernel = (
+            ConstantKernel() * RBF(length_scale=30.0, length_scale_bounds=(1.0, 1e4))
+            + ConstantKernel() * DotProduct(sigma_0=1.0)
+            + WhiteKernel()
+        )
+        gp = GaussianProcessRegressor(kernel, n_restarts_optimizer=2, random_state=seed)
+        with warnings.catch_warnings():  # hyperparameters at a bound are a fit, not an error
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            gp.fit(scores, (np.asarray(y, np.float64) - self.age_mean) / self.age_sd)
+        fitted = gp.kernel_
+        self.kernel = {
+            "rbf_amplitude": float(fitted.k1.k1.k1.constant_value),
+            "length_scale": float(fitted.k1.k1.k2.length_scale),
+            "linear_amplitude": float(fitted.k1.k2.k1.constant_value),
+            "sigma_0": float(fitted.k1.k2.k2.sigma_0),
+            "noise": float(fitted.k2.noise_level),
+        }
+        self.train_scores, self.dual = scores, np.asarray(gp.alpha_, np.float64)
+        return self
+
+    def _covariance(self, scores, xp=np):
+        """Cross-covariance of ``scores`` with the training scores (no noise term)."""
+        k, train = self.kernel, xp.asarray(self.train_scores)
+        squared = ((scores**2).sum(1)[:, None] + (train**2).sum(1)[None, :]
+                   - 2 * scores @ train.T)  # fmt:skip
+        squared = xp.clip(squared, 0, None) if xp is np else squared.clamp(min=0)
+        rbf = k["rbf_amplitude"] * xp.exp(-0.5 * squared / k["length_scale"] ** 2)
+        return rbf + k["linear_amplitude"] * (k["sigma_0"] ** 2 + scores @ train.T)
+
+    def _predict_small(self, small):
+        scores = self._scores(np.asarray(small)[:, self.voxels])
+        return self._covariance(scores) @ self.dual * self.age_sd + self.age_mean
+
+    def fit(self, X, y, *, seed: int = 0):
+        X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
+        inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
+        self.curve, designs = {}, {}
+        for factor in self.factors:
+            small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
+            errors = []
+            for train, test in inner.split(small):
+                model = TissueGPR((factor,))._fit_small(small[train], y[train], factor, seed)
+                errors.append(np.abs(model._predict_small(small[test]) - y[test]))
+            self.curve[factor] = float(np.mean(np.concatenate(errors)))
+        best = min(self.curve, key=self.curve.get)
+        return self._fit_small(designs[best], y, best, seed)
+
+    def predict(self, X):
+        X = np.asarray(X, np.float32)
+        return self._predict_small(block_average(X, self.factor).reshape(len(X), -1))
+
+    def torch_predict(self, X):
+        """``predict`` as a differentiable torch function of (N, 2, X, Y, Z) maps (U-noise)."""
+        import torch
+        from torch.nn import functional as F
+
+        pad = [p for s in reversed(X.shape[-3:]) for p in (0, (-s) % self.factor)]
+        small = F.avg_pool3d(F.pad(X, pad), self.factor) if self.factor > 1 else X
+        flat = small.reshape(len(X), -1)[:, torch.as_tensor(self.voxels)].to(torch.float64)
+        as_tensor = {name: torch.as_tensor(getattr(self, name)) for name in
+                     ("mean", "scale", "components", "score_scale", "dual")}  # fmt:skip
+        scores = ((flat - as_tensor["mean"]) / as_tensor["scale"]) @ as_tensor["components"].T
+        scores = scores / as_tensor["score_scale"]
+        age = self._covariance(scores, torch) @ as_tensor["dual"] * self.age_sd + self.age_mean
+        return age.to(X.dtype)
+
+    ARRAYS = ("voxels", "mean", "scale", "components", "score_scale", "train_scores", "dual")
+
+    def state(self):
+        arrays = {name: np.asarray(getattr(self, name)) for name in self.ARRAYS}
+        arrays["voxels"] = arrays["voxels"].astype(np.int64)
+        params = {"factor": self.factor, "age_mean": self.age_mean, "age_sd": self.age_sd,
+                  "kernel": self.kernel,
+                  "curve": {str(k): v for k, v in self.curve.items()}}  # fmt:skip
+        return arrays, params
+
+    @classmethod
+    def from_state(cls, arrays, params):
+        model = cls()
+        for name in cls.ARRAYS:
+            setattr(model, name, arrays[name])
+        model.factor, model.kernel = int(params["factor"]), dict(params["kernel"])
+        model.age_mean, model.age_sd = float(params["age_mean"]), float(params["age_sd"])
         model.curve = {int(k): v for k, v in params.get("curve", {}).items()}
         return model

@@ -14,6 +14,7 @@ and say where they do not:
 from __future__ import annotations
 
 import copy
+import logging
 import math
 
 import numpy as np
@@ -166,6 +167,9 @@ class DeepAgeModel:
             val_mae = float(np.mean(np.abs(self._predict_tensor(inputs[val]) - y[val])))
             self.history.append({"epoch": epoch + 1, "train_mae": sum(losses) / len(train),
                                  "validation_mae": val_mae})  # fmt:skip
+            logging.getLogger("bids_brainage").info(
+                "%s epoch %d/%d: training MAE %.2f, validation MAE %.2f", self.kind, epoch + 1,
+                self.training["epochs"], sum(losses) / len(train), val_mae)  # fmt:skip
             if val_mae < best:
                 best, best_state, waited = val_mae, copy.deepcopy(self.network.state_dict()), 0
             else:

@@ -20,6 +20,7 @@ exactly, and padding makes every voxel fall in some core.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable
 
@@ -260,6 +261,9 @@ class LocalAgeModel:
             optimiser.step()
             if step % 50 == 0:
                 self.history.append({"step": step, "loss": loss.item()})
+            if (step + 1) % max(1, steps // 10) == 0:
+                logging.getLogger("bids_brainage").info(
+                    "local-unet step %d/%d: loss %.3f", step + 1, steps, loss.item())
         self.params["grid"] = list(np.asarray(X).shape[-3:])
         return self
 

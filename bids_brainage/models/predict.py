@@ -49,9 +49,9 @@ ROI_COLUMNS = {
 
 
 def prediction_flags(card: dict, age: float | None, predicted: float,
-                     qc_flags=()) -> list[str]:  # fmt:skip
+                     qc_flags=(), brain_extraction: str | None = None) -> list[str]:  # fmt:skip
     """What makes one prediction doubtful: ages outside the training range, failed QC, a
-    contrast unlike T1w.
+    contrast unlike T1w, a brain mask made by another method than the training scans'.
     """
     flags = []
     ages = card.get("training_data", {}).get("age", {})
@@ -66,11 +66,14 @@ def prediction_flags(card: dict, age: float | None, predicted: float,
         flags.append("failed_qc")
     if "unlike_t1w_contrast" in qc_flags:
         flags.append("unlike_training_contrast")
+    trained_with = card.get("contract", {}).get("brain_extraction")
+    if brain_extraction and trained_with and brain_extraction != trained_with:
+        flags.append("brain_extraction_unlike_training")
     return flags
 
 
 def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None,
-                  qc_flags=()):  # fmt:skip
+                  qc_flags=(), brain_extraction: str | None = None):  # fmt:skip
     """One row per bundle: prediction, conformal interval, chronological age, brain-PAD and
     the flags that make the prediction doubtful.
     """
@@ -79,7 +82,8 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
         predicted = bundle.predict_scan(features)
         halfwidth = bundle.halfwidth
         known = age is not None and not (isinstance(age, float) and math.isnan(age))
-        flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags)
+        flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags,
+                                 brain_extraction)  # fmt:skip
         rows.append({
             "model": bundle.name,
             "model_kind": bundle.kind,

@@ -7,6 +7,7 @@ always stay in the same fold.
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -75,6 +76,9 @@ def cross_validate(
             model = make_model().fit(X[train], y[train], seed=seed + k)
             predicted[test] = model.predict(X[test])
             fold_of[test] = k
+            logging.getLogger("bids_brainage").info(
+                "%s split, fold %d/%d (%d training scans): MAE %.2f years", split, k + 1,
+                len(folds), len(train), float(np.mean(np.abs(predicted[test] - y[test]))))
             if on_fold is not None and fraction == 1.0:
                 on_fold(model, test)
         maes = [

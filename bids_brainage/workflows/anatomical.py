@@ -72,7 +72,7 @@ def init_n4_wf(*, name: str = "n4_wf") -> pe.Workflow:
 
 
 def init_brain_extraction_wf(
-    *, template: dict, seed: int, method: str = "template", threads: int = 1,
+    *, template: dict, seed: int, method: str = "deepbet", threads: int = 1,
     name: str = "brain_extraction_wf",
 ) -> pe.Workflow:  # fmt:skip
     """Head-to-template affine and a brain mask (template method or deepbet).
@@ -173,7 +173,7 @@ def init_anat_preproc_wf(
     registration: str = "fast",
     seed: int,
     limits: dict | None = None,
-    brain_extraction: str = "template",
+    brain_extraction: str = "deepbet",
     threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:

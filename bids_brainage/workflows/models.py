@@ -13,7 +13,7 @@ from ..interfaces.models import (
 )
 from ..models.bundle import IMPORTANCE_KINDS, LOCAL_KINDS
 
-VOLUME_KINDS = ("tissue-linear", "slice-cnn", "resnet3d", "resnet2d-lstm")
+VOLUME_KINDS = ("tissue-linear", "tissue-gpr", "slice-cnn", "resnet3d", "resnet2d-lstm")
 OCCLUSION_MM = 32.0  # cube edge: about 150 cubes cover a brain, a few seconds per scan
 
 

@@ -1,0 +1,108 @@
+"""One console line as each scan of the participant graph finishes, with the time left.
+
+Nipype calls ``status_callback(node, status)`` for every node of the flat graph ("start", then
+"end" or "exception"), under MultiProc and Linear alike; cached nodes end too. A scan is done
+when every node of its sub-workflow has ended, failed as soon as one raises.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+
+from tqdm import tqdm
+
+
+def format_seconds(seconds: float) -> str:
+    """``42 s``, ``3 min``, ``1 h 05 min``: precision a person can use."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 60:
+        return f"{minutes} min"
+    return f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class ScanProgress:
+    """Counts the nodes of each scan's sub-workflow and prints ``[k/N]`` lines.
+
+    ``scans`` maps a node-name prefix (``sub_01_wf.t1w_wf.``) to the scan's key; ``expected``
+    holds how many nodes each prefix has; ``describe(node)`` may return a result text (brain
+    age and flags) from a node that has just ended.
+    """
+
+    def __init__(self, scans: dict[str, str], expected: dict[str, int], *,
+                 describe: Callable | None = None, quiet: bool = False, stream=None):  # fmt:skip
+        self.scans, self.expected = scans, expected
+        self.describe, self.quiet = describe, quiet
+        self.stream = stream or sys.stdout
+        self.ended = dict.fromkeys(scans, 0)
+        self.started_at: dict[str, float] = {}
+        self.result: dict[str, str] = {}
+        self.finished: set[str] = set()
+        self.clock = time.monotonic()
+
+    def _prefix_of(self, node) -> str | None:
+        name = getattr(node, "fullname", None) or getattr(node, "_hierarchy", "") or ""
+        name = f"{name}." if not name.endswith(".") else name
+        for prefix in self.scans:
+            if f".{prefix}" in f".{name}":
+                return prefix
+        return None
+
+    def __call__(self, node, status: str) -> None:
+        prefix = self._prefix_of(node)
+        if prefix is None or prefix in self.finished:
+            return
+        now = time.monotonic()
+        if status == "start":
+            self.started_at.setdefault(prefix, now)
+            return
+        if status == "exception":
+            self._finish(prefix, f"FAILED at {node.name} (see logs/crash-*.txt)", now)
+            return
+        if status != "end":
+            return
+        if self.describe is not None:
+            try:
+                text = self.describe(node)
+            except Exception:  # a progress line must never cost the run
+                text = None
+            if text:
+                self.result[prefix] = text
+        self.ended[prefix] += 1
+        if self.ended[prefix] >= self.expected.get(prefix, 0):
+            took = now - self.started_at.get(prefix, now)
+            text = f"done in {format_seconds(took)}"
+            if prefix in self.result:
+                text += f", {self.result[prefix]}"
+            self._finish(prefix, text, now)
+
+    def _finish(self, prefix: str, text: str, now: float) -> None:
+        self.finished.add(prefix)
+        done, total = len(self.finished), len(self.scans)
+        if done < total:
+            left = (now - self.clock) / done * (total - done)
+            text += f"; about {format_seconds(left)} left"
+        if not self.quiet:
+            # tqdm.write keeps the line whole when several processes print at once
+            tqdm.write(f"[{done}/{total}] {self.scans[prefix]}: {text}", file=self.stream)
+            self.stream.flush()
+
+
+def brain_age_text(node) -> str | None:
+    """``brain age 47.2 y (flags: none)`` from a finished ``predict`` node (its first model)."""
+    if node.name != "predict":
+        return None
+    import pandas as pd
+
+    table = pd.read_csv(node.result.outputs.out_table, sep="\t", na_values="n/a",
+                        keep_default_na=False)  # fmt:skip
+    if table.empty:
+        return None
+    row = table.iloc[0]
+    flags = row["flags"] if isinstance(row.get("flags"), str) else "none"
+    return f"brain age {row['predicted_age']:.1f} y (flags: {flags})"
