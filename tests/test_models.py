@@ -254,32 +254,6 @@ def test_model_option_names_a_packaged_bundle_or_fails_clearly(tmp_path):
 
 
 @pytest.mark.integration
-def test_tissue_gpr_predicts_as_scikit_learn_and_torch_and_survives_a_round_trip(
-    feature_dataset, tmp_path
-):
-    from sklearn.gaussian_process import GaussianProcessRegressor
-    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct
-
-    X, truth = _design(feature_dataset, "tissue")
-    y = truth["age"].to_numpy(float)
-    model = make_estimator("tissue-gpr").fit(X[:24], y[:24], seed=0)
-    k = model.kernel
-    # the fitted kernel, fixed, in scikit-learn's own GP on the same scores (noise as alpha)
-    kernel = (ConstantKernel(k["rbf_amplitude"]) * RBF(k["length_scale"])
-              + ConstantKernel(k["linear_amplitude"]) * DotProduct(k["sigma_0"]))  # fmt:skip
-    reference = GaussianProcessRegressor(kernel, alpha=k["noise"], optimizer=None).fit(
-        model.train_scores, (y[:24] - model.age_mean) / model.age_sd)  # fmt:skip
-    small = block_average(X[24:], model.factor).reshape(len(X) - 24, -1)[:, model.voxels]
-    expected = reference.predict(model._scores(small)) * model.age_sd + model.age_mean
-    np.testing.assert_allclose(model.predict(X[24:]), expected, rtol=1e-6, atol=1e-6)
-    with torch.no_grad():
-        as_torch = model.torch_predict(torch.as_tensor(X[24:], dtype=torch.float64)).numpy()
-    np.testing.assert_allclose(as_torch, expected, rtol=1e-6, atol=1e-6)
-    card = {"name": "gpr", "kind": "tissue-gpr", "interval": {"halfwidth": 1, "coverage": 0.9}}
-    reloaded = save_bundle(tmp_path / "gpr", card, model).estimator
-    np.testing.assert_array_equal(reloaded.predict(X[24:]), model.predict(X[24:]))
-
-
 @pytest.mark.parametrize("kind", ["slice-cnn", "resnet3d", "resnet2d-lstm"])
 def test_network_kinds_learn_age_better_than_the_median(feature_dataset, kind):
     """With the kind's own settings (augmentation included), 30 training brains, 10 held out."""

@@ -44,14 +44,16 @@ class ScanProgress:
         self.result: dict[str, str] = {}
         self.finished: set[str] = set()
         self.clock = time.monotonic()
+        # levels below the top workflow that name a scan (sub_01_wf.t1w_wf. → 2)
+        self.depth = next(iter(scans), ".").count(".")
 
     def _prefix_of(self, node) -> str | None:
-        name = getattr(node, "fullname", None) or getattr(node, "_hierarchy", "") or ""
-        name = f"{name}." if not name.endswith(".") else name
-        for prefix in self.scans:
-            if f".{prefix}" in f".{name}":
-                return prefix
-        return None
+        """``top_wf.sub_01_wf.t1w_wf.anat_wf.n4`` → ``sub_01_wf.t1w_wf.`` (a dict lookup: this
+        runs in the scheduler for every node event).
+        """
+        parts = (getattr(node, "fullname", None) or "").split(".")
+        prefix = ".".join(parts[1 : 1 + self.depth]) + "."
+        return prefix if len(parts) > self.depth + 1 and prefix in self.scans else None
 
     def __call__(self, node, status: str) -> None:
         prefix = self._prefix_of(node)

@@ -127,6 +127,26 @@ def block_average(maps: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=tuple(range(maps.ndim - 3 + 1, blocks.ndim, 2)))
 
 
+def choose_factor(X, y, factors, seed: int, inner_fit):
+    """Inner-CV MAE of each block-averaging factor (seed 000's over/under-fitting curve).
+
+    ``inner_fit(small, ages, factor)`` fits on block-averaged maps and returns a predictor of
+    held-out block-averaged maps. Returns the curve, the block averages of every factor
+    (computed once per scan, then sliced for each fold) and the best factor.
+    """
+    X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
+    inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
+    curve, designs = {}, {}
+    for factor in factors:
+        small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
+        errors = []
+        for train, test in inner.split(small):
+            predict = inner_fit(small[train], y[train], factor)
+            errors.append(np.abs(predict(small[test]) - y[test]))
+        curve[factor] = float(np.mean(np.concatenate(errors)))
+    return curve, designs, min(curve, key=curve.get)
+
+
 class TissueLinear(LinearAgeModel):
     """Ridge on GM and WM modulated maps block-averaged by a factor chosen by inner CV.
 
@@ -158,19 +178,12 @@ class TissueLinear(LinearAgeModel):
         return LinearAgeModel.fit(self, small[:, self.voxels], y)
 
     def fit(self, X, y, *, seed: int = 0):
-        X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
-        inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
-        self.curve, designs = {}, {}
-        for factor in self.factors:
-            # block averages are per scan: computed once, then sliced for each inner fold
-            small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
-            errors = []
-            for train, test in inner.split(small):
-                model = TissueLinear((factor,))._fit_small(small[train], y[train], factor)
-                errors.append(np.abs(model.predict(small[test][:, model.voxels]) - y[test]))
-            self.curve[factor] = float(np.mean(np.concatenate(errors)))
-        best = min(self.curve, key=self.curve.get)
-        return self._fit_small(designs[best], y, best)
+        def inner_fit(small, ages, factor):
+            model = TissueLinear((factor,))._fit_small(small, ages, factor)
+            return lambda test: model.predict(test[:, model.voxels])
+
+        self.curve, designs, best = choose_factor(X, y, self.factors, seed, inner_fit)
+        return self._fit_small(designs[best], np.asarray(y, np.float64), best)
 
     def torch_predict(self, X):
         """``predict`` as a differentiable torch function of (N, 2, X, Y, Z) maps (U-noise)."""
@@ -280,18 +293,11 @@ class TissueGPR:
         return self._covariance(scores) @ self.dual * self.age_sd + self.age_mean
 
     def fit(self, X, y, *, seed: int = 0):
-        X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
-        inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
-        self.curve, designs = {}, {}
-        for factor in self.factors:
-            small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
-            errors = []
-            for train, test in inner.split(small):
-                model = TissueGPR((factor,))._fit_small(small[train], y[train], factor, seed)
-                errors.append(np.abs(model._predict_small(small[test]) - y[test]))
-            self.curve[factor] = float(np.mean(np.concatenate(errors)))
-        best = min(self.curve, key=self.curve.get)
-        return self._fit_small(designs[best], y, best, seed)
+        def inner_fit(small, ages, factor):
+            return TissueGPR((factor,))._fit_small(small, ages, factor, seed)._predict_small
+
+        self.curve, designs, best = choose_factor(X, y, self.factors, seed, inner_fit)
+        return self._fit_small(designs[best], np.asarray(y, np.float64), best, seed)
 
     def predict(self, X):
         X = np.asarray(X, np.float32)
