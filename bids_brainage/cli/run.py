@@ -364,13 +364,20 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
 
 def scan_progress(workflow, scans: list[T1wScan], quiet: bool):
     """The callback that prints ``[k/N] sub-01: done in 31 s, brain age ...`` lines."""
+    from collections import Counter
+
     from ..workflows.base import scan_workflow_name, subject_workflow_name
     from .progress import ScanProgress, brain_age_text
 
     prefixes = {f"{subject_workflow_name(s.subject)}.{scan_workflow_name(s)}.": s.key
                 for s in scans}  # fmt:skip
-    names = workflow.list_node_names()
-    expected = {p: sum(n.startswith(p) for n in names) for p in prefixes}
+    # node names below the top workflow: sub_01_wf.t1w_wf.anat_wf.n4, counted in one pass;
+    # Nipype drops identity nodes from the graph it runs, so they never report
+    from nipype.interfaces.utility import IdentityInterface
+
+    counts = Counter(".".join(n.split(".")[:2]) + "." for n in workflow.list_node_names()
+                     if not isinstance(workflow.get_node(n).interface, IdentityInterface))  # fmt:skip
+    expected = {p: counts[p] for p in prefixes}
     return ScanProgress(prefixes, expected, describe=brain_age_text, quiet=quiet)
 
 
