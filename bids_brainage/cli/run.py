@@ -375,8 +375,9 @@ def scan_progress(workflow, scans: list[T1wScan], quiet: bool):
     # Nipype drops identity nodes from the graph it runs, so they never report
     from nipype.interfaces.utility import IdentityInterface
 
-    counts = Counter(".".join(n.split(".")[:2]) + "." for n in workflow.list_node_names()
-                     if not isinstance(workflow.get_node(n).interface, IdentityInterface))  # fmt:skip
+    running = [n for n in workflow.list_node_names()
+               if not isinstance(workflow.get_node(n).interface, IdentityInterface)]  # fmt:skip
+    counts = Counter(".".join(n.split(".")[:2]) + "." for n in running)
     expected = {p: counts[p] for p in prefixes}
     return ScanProgress(prefixes, expected, describe=brain_age_text, quiet=quiet)
 
