@@ -34,7 +34,7 @@ def main() -> None:
     parser.add_argument("--folder", type=Path)
     parser.add_argument("--reuse", action="store_true", help="keep data already in --folder")
     opts = parser.parse_args()
-    from bids_brainage.testing.predictions import make_prediction_derivatives
+    from bids_brainage.synthetic.predictions import make_prediction_derivatives
 
     folder = opts.folder or Path(tempfile.mkdtemp(prefix="group_bench_"))
     data = {"bids": folder / "bids", "derivatives": folder / "derivatives"}

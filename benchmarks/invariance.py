@@ -3,7 +3,7 @@
     python benchmarks/invariance.py [--subjects 4] [--transforms up1mm lps ...] [--nprocs 2]
 
 For each of the first N IXI participants with an age (spread over the age range), the scan is
-copied under every transform of ``bids_brainage.testing.nuisance`` (plus "skull-stripped with
+copied under every transform of ``bids_brainage.synthetic.nuisance`` (plus "skull-stripped with
 the app's own mask of the original"), the participant level runs on all copies with the default
 global model, and the change against the original is tabulated: predicted age (years) and
 GM, WM and CSF volumes (%). Targets (issue 18): median |Δ age| ≤ 1.5 y, max ≤ 4 y, volumes
@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
 sys.path.insert(0, str(ROOT))
 
-from bids_brainage.testing.nuisance import TRANSFORMS, skull_strip  # noqa: E402
+from bids_brainage.synthetic.nuisance import TRANSFORMS, skull_strip  # noqa: E402
 
 TARGET_MEDIAN, TARGET_MAX, TARGET_VOLUME = 1.5, 4.0, 3.0
 IXI_DIR = [IXI]  # --ixi replaces it

@@ -31,7 +31,7 @@ from bids_brainage.models.inputs import ScanFeatures, load_inputs
 from bids_brainage.models.local import local_outputs
 from bids_brainage.utils.atlas import harvard_oxford
 from bids_brainage.utils.templates import resolve_template
-from bids_brainage.workflows.models import OCCLUSION_MM
+from bids_brainage.workflows.brainage import OCCLUSION_MM
 local_spec, global_spec, unoise_spec, derivatives, subject, cache = sys.argv[1:7]
 times = {"import": time.perf_counter() - start}
 template = resolve_template(Path(cache), resolution=2)

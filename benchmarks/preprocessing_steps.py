@@ -7,7 +7,7 @@ Each scan is run alone, end to end, through the command line with a fresh work f
 (``--nprocs 2 --omp-nthreads OMP --registration PRESET``), under ``/usr/bin/time`` for the
 peak resident memory of the whole run. Per-step times are read back from Nipype's node
 results. ``--one-mm`` adds a 1 mm synthetic head (192 x 232 x 212 mm field of view) made by
-``bids_brainage.testing``.
+``bids_brainage.synthetic``.
 Prints Markdown tables for docs/benchmarks.md.
 """
 
@@ -53,8 +53,8 @@ def run_case(bids_dir: Path, label: str, omp: int, tmp: Path, registration: str)
 
 
 def one_mm_dataset(tmp: Path) -> Path:
-    from bids_brainage.testing.acquisition import Site
-    from bids_brainage.testing.synthetic import make_dataset
+    from bids_brainage.synthetic.acquisition import Site
+    from bids_brainage.synthetic.dataset import make_dataset
 
     site = Site("site1mm", voxel_mm=(1.0, 1.0, 1.0), orientation="RAS", dtype="int16")
     make_dataset(tmp / "onemm", n_subjects=1, n_patients=0, n_rescans=0, sites=(site,),

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .models.kinds import BundlePlan
+
 
 @dataclass
 class ExecutionSettings:
@@ -77,7 +79,7 @@ class ModelSettings:
     cv_folds: int = 5
     control_labels: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROL_LABELS))
     max_epochs: int | None = None
-    bundles: list[dict] = field(default_factory=list)  # resolved --model bundles, at run time
+    plan: BundlePlan = field(default_factory=BundlePlan)  # the --model bundles' roles, at run time
     atlas: dict | None = None  # Harvard-Oxford labels on the template, when local maps are made
 
 
@@ -153,7 +155,6 @@ class StatisticsSettings:
     bias_form: str = "age"  # seed 002 Eq. 6-7 ("age") or Eq. 8 ("predicted")
     include_failed_qc: bool = False
     site_calibration: str = "auto"  # auto: per-site correction where >= 20 controls; off
-    bootstrap_samples: int = 2000
 
 
 @dataclass

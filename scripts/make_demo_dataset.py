@@ -32,7 +32,7 @@ import pandas as pd
 from nibabel.processing import resample_from_to
 from scipy import ndimage
 
-from bids_brainage.testing import nuisance
+from bids_brainage.synthetic import nuisance
 from bids_brainage.utils.atlas import harvard_oxford
 from bids_brainage.utils.templates import resolve_template
 

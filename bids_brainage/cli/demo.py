@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprocs", type=int, default=2, help="processes for the pipeline")
     opts = parser.parse_args(argv)  # fmt:skip
 
-    from ..testing.synthetic import make_dataset
+    from ..synthetic.dataset import make_dataset
 
     root = opts.folder.absolute()
     bids_dir, output_dir, work_dir = root / "data" / "bids", root / "derivatives", root / "work"

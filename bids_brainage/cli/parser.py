@@ -23,7 +23,8 @@ from ..config import (
     StatisticsSettings,
     WorkflowSettings,
 )
-from ..models.bundle import DEFAULT_MODELS, KINDS, default_models
+from ..models.bundle import DEFAULT_MODELS, default_models
+from ..models.kinds import KINDS
 from ..utils.bids import InputError, load_filters
 
 ANALYSIS_LEVELS = ("participant", "group")

@@ -157,7 +157,6 @@ class _NormaliseInputSpec(BaseInterfaceInputSpec):
 
 
 class _NormaliseOutputSpec(TraitedSpec):
-    v1_file = File(exists=True)
     v2_file = File(exists=True)
     histogram = File(exists=True)
     volumes = File(exists=True)
@@ -165,7 +164,7 @@ class _NormaliseOutputSpec(TraitedSpec):
 
 
 class NormaliseAndMeasure(SimpleInterface):
-    """v1/v2 normalised brains, the v2 histogram, tissue volumes, SNR and CNR."""
+    """The v2 normalised brain, the v2 histogram, tissue volumes, SNR and CNR."""
 
     input_spec = _NormaliseInputSpec
     output_spec = _NormaliseOutputSpec
@@ -182,16 +181,15 @@ class NormaliseAndMeasure(SimpleInterface):
             for t, f in zip(TISSUES, self.inputs.probseg, strict=True)
         }
         voxel_ml = float(np.prod(image.header.get_zooms()[:3])) / 1000
-        v1, v2, peaks = features.normalised_brains(data, mask, probs)
-        for name, array in (("v1", v1), ("v2", v2)):
-            nb.Nifti1Image(array, image.affine).to_filename(str(cwd / f"{name}.nii.gz"))
+        _, v2, peaks = features.normalised_brains(data, mask, probs)
+        nb.Nifti1Image(v2, image.affine).to_filename(str(cwd / "v2.nii.gz"))
         table, outside = features.histogram_table(v2, mask)
         table.to_csv(cwd / "histogram.tsv", sep="\t", index=False)
         volumes = features.tissue_volumes(probs, voxel_ml)
         volume_row = {**volumes, **peaks}
         pd.DataFrame([volume_row]).to_csv(cwd / "volumes.tsv", sep="\t", index=False)
         self._results.update(
-            v1_file=str(cwd / "v1.nii.gz"), v2_file=str(cwd / "v2.nii.gz"),
+            v2_file=str(cwd / "v2.nii.gz"),
             histogram=str(cwd / "histogram.tsv"), volumes=str(cwd / "volumes.tsv"),
             qc={**{k: round(v, 4) for k, v in volume_row.items()},
                 "histogram_fraction_outside": round(outside, 5),

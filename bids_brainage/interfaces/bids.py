@@ -20,10 +20,8 @@ from nipype.interfaces.base import (
     traits,
 )
 
-from ..utils.derivatives import derivative_path
-from ..utils.io import copy_atomic, write_json_atomic
-
-SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".tsv", ".h5")
+from ..utils.derivatives import write_derivative
+from ..utils.io import copy_atomic
 
 
 class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
@@ -59,23 +57,14 @@ class DerivativesDataSink(SimpleInterface):
             value = getattr(self.inputs, name)
             if isdefined(value):
                 entities[name] = value
-        out_file = Path(self.inputs.base_directory) / derivative_path(entities)
-
-        has_file, has_dict = isdefined(self.inputs.in_file), isdefined(self.inputs.in_dict)
-        if has_file == has_dict:
-            raise ValueError("DerivativesDataSink needs exactly one of in_file and in_dict")
-        if has_dict:
-            write_json_atomic(out_file, self.inputs.in_dict)
-        else:
-            copy_atomic(Path(self.inputs.in_file), out_file)
+        inputs = {name: getattr(self.inputs, name) for name in ("in_file", "in_dict", "meta_dict")}
+        given = {k: v for k, v in inputs.items() if isdefined(v)}
+        out_file, sidecar = write_derivative(
+            Path(self.inputs.base_directory), entities, in_file=given.get("in_file"),
+            in_dict=given.get("in_dict"), meta=given.get("meta_dict"),
+        )  # fmt:skip
         self._results["out_file"] = str(out_file)
-
-        if isdefined(self.inputs.meta_dict):
-            ext = next((e for e in SIDECAR_EXTENSIONS if out_file.name.endswith(e)), None)
-            if ext is None:
-                raise ValueError(f"{out_file.name}: only images and tables take a JSON sidecar")
-            sidecar = out_file.with_name(out_file.name[: -len(ext)] + ".json")
-            write_json_atomic(sidecar, self.inputs.meta_dict)
+        if sidecar is not None:
             self._results["out_meta"] = str(sidecar)
         return runtime
 

@@ -3,6 +3,7 @@
 - classical linear models and CNNs: ``weights.safetensors`` (numpy arrays / torch tensors);
 - gradient boosting: ``model.skops``, loaded only after checking that it holds nothing but
   scikit-learn's tree predictors;
+  (each kind's class in ``kinds`` says which, and how its state round-trips);
 - ensembles: ``members/<name>/`` bundles, averaged.
 
 Every file is listed in ``model.json`` with its SHA-256; a bundle whose files do not match is
@@ -24,18 +25,10 @@ import numpy as np
 from .. import __version__
 from ..preprocessing.conform import WORKING_VOXEL_MM
 from .inputs import NORMALISATION, ContractError, ScanFeatures, check_contract, load_inputs
+from .kinds import ENSEMBLE, KINDS, estimator_class, role_of
 
 FORMAT = "bids_brainage-bundle"
 FORMAT_VERSION = 1
-KINDS = ("hist-linear", "hist-gbm", "tissue-linear", "tissue-gpr", "slice-cnn", "resnet3d",
-         "resnet2d-lstm", "local-unet", "unoise", "ensemble")  # fmt:skip
-NETWORK_KINDS = ("slice-cnn", "resnet3d", "resnet2d-lstm")
-LOCAL_KINDS = ("local-unet",)
-IMPORTANCE_KINDS = ("unoise",)  # explain another bundle; no age of their own
-TORCH_KINDS = (*NETWORK_KINDS, *LOCAL_KINDS, *IMPORTANCE_KINDS)
-INPUT_OF_KIND = {"hist-linear": "histogram", "hist-gbm": "histogram", "tissue-linear": "tissue",
-                 "tissue-gpr": "tissue", "local-unet": "tissue",
-                 **{k: "t1w" for k in NETWORK_KINDS}}  # fmt:skip
 DEFAULT_BUNDLE = "default"
 # what the participant level runs without --model: global age, local maps, U-noise importance
 DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
@@ -64,30 +57,6 @@ def library_versions() -> dict:
     return out
 
 
-def make_estimator(kind: str, *, affine=None, settings: dict | None = None, threads: int = 2):
-    """A fresh, unfitted estimator of a bundle kind."""
-    from . import classical
-
-    if kind == "hist-linear":
-        return classical.HistogramLinear()
-    if kind == "hist-gbm":
-        return classical.HistogramBoosting()
-    if kind == "tissue-linear":
-        return classical.TissueLinear()
-    if kind == "tissue-gpr":
-        return classical.TissueGPR()
-    if kind in NETWORK_KINDS:
-        from .deep import DeepAgeModel
-
-        return DeepAgeModel(kind, affine=affine, settings=settings, threads=threads)
-    if kind in LOCAL_KINDS:
-        from .local import LocalAgeModel
-
-        voxel_mm = float(abs(np.asarray(affine)[0, 0])) if affine is not None else 2.0
-        return LocalAgeModel(settings, threads=threads, voxel_mm=voxel_mm)
-    raise ValueError(f"unknown model kind {kind!r}; known: {', '.join(KINDS)}")
-
-
 @dataclass
 class Bundle:
     """A loaded bundle: its ``model.json`` and a ready estimator (or member bundles)."""
@@ -112,9 +81,7 @@ class Bundle:
     def inputs_needed(self) -> set[str]:
         if self.members:
             return set().union(*(m.inputs_needed() for m in self.members))
-        if self.kind in IMPORTANCE_KINDS:
-            return {self.card["contract"]["input"]}
-        return {INPUT_OF_KIND[self.kind]}
+        return {self.estimator.input or self.card["contract"]["input"]}
 
     def torch_predict(self):
         """The bundle's age prediction as a differentiable torch function of its one input
@@ -131,7 +98,7 @@ class Bundle:
                 return sum(f(x) for f in functions) / len(functions)
 
             return average
-        if not hasattr(self.estimator, "torch_predict"):
+        if not self.estimator.differentiable:
             raise BundleError(f"{self.path}: a {self.kind} bundle is not differentiable; "
                               "U-noise cannot explain it")  # fmt:skip
         return self.estimator.torch_predict
@@ -146,7 +113,18 @@ class Bundle:
         """Predicted ages from stacked inputs keyed by input kind (histogram/tissue/t1w)."""
         if self.members:
             return np.mean([m.predict_inputs(inputs) for m in self.members], axis=0)
-        return np.asarray(self.estimator.predict(inputs[INPUT_OF_KIND[self.kind]]), float)
+        return np.asarray(self.estimator.predict(inputs[self.estimator.input]), float)
+
+    def describe(self) -> dict:
+        """What the prediction workflow needs to know of the bundle (it travels as a dict)."""
+        data = self.card["training_data"]
+        dataset = data["dataset"].get("Name", "unnamed data")
+        described = {"path": str(self.path), "name": self.name, "kind": self.kind,
+                     "data": f"{data['n_scans']} scans of {dataset}"}  # fmt:skip
+        if role_of(self.kind) == "explainer":
+            return {**described, "explains": self.card["explains"]["name"]}
+        mae = self.card["cross_validation"]["random"]["metrics"]["mae"]["mean"]
+        return {**described, "mae": mae}
 
     def check_contract(self, template: dict) -> None:
         """Refuse this bundle (and any member) if made for another template or grid."""
@@ -187,27 +165,13 @@ def save_bundle(
     card = {"format": FORMAT, "format_version": FORMAT_VERSION, **card,
             "libraries": library_versions(), "files": {}}  # fmt:skip
     card.setdefault("version", __version__)
-    kind = card["kind"]
-    if kind == "ensemble":
+    if card["kind"] == ENSEMBLE:
         for member in members or []:
             shutil.copytree(member, tmp / "members" / Path(member).name)
         card["members"] = [Path(m).name for m in members or []]
-    elif kind == "hist-gbm":
-        (tmp / "model.skops").write_bytes(estimator.to_skops())
-        card["params"] = {"best": estimator.best}
-    elif kind in TORCH_KINDS:
-        from safetensors.torch import save_file
-
-        tensors, params = estimator.state()
-        save_file(tensors, str(tmp / "weights.safetensors"))
-        card["params"] = params
     else:
-        from safetensors.numpy import save_file
-
-        arrays, params = estimator.state()
-        save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()},
-                  str(tmp / "weights.safetensors"))  # fmt:skip
-        card["params"] = params
+        state, card["params"] = estimator.state()
+        _write_state(tmp, estimator.storage, state)
     for name, data in (extras or {}).items():
         (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(data)
@@ -242,48 +206,65 @@ def load_bundle(path: Path, *, template: dict | None = None, threads: int = 1) -
             raise BundleError(f"{file}: checksum differs from model.json (modified or corrupt)")
     if template is not None:
         Bundle(path, card).check_contract(template)
-    kind = card["kind"]
-    if kind == "ensemble":
+    if card["kind"] == ENSEMBLE:
         members = [load_bundle(path / "members" / m, template=template, threads=threads)
                    for m in card["members"]]  # fmt:skip
         if not members:
             raise BundleError(f"{card_file}: an ensemble without members")
         return Bundle(path, card, members=members)
-    if kind == "hist-gbm":
-        from .classical import HistogramBoosting
+    cls = estimator_class(card["kind"])
+    file, state = _read_state(path, cls.storage)
+    try:
+        estimator = cls.from_state(state, card.get("params", {}), threads=threads)
+    except ValueError as err:
+        raise BundleError(f"{file}: {err}") from None
+    return Bundle(path, card, estimator)
 
-        try:
-            estimator = HistogramBoosting.from_skops((path / "model.skops").read_bytes(),
-                                                     card.get("params", {}))  # fmt:skip
-        except ValueError as err:
-            raise BundleError(f"{path / 'model.skops'}: {err}") from None
-        return Bundle(path, card, estimator)
-    weights = path / "weights.safetensors"
-    if kind in NETWORK_KINDS:
+
+STATE_FILES = {"numpy": "weights.safetensors", "torch": "weights.safetensors",
+               "skops": "model.skops"}  # fmt:skip
+
+
+def _write_state(folder: Path, storage: str, state) -> None:
+    file = folder / STATE_FILES[storage]
+    if storage == "skops":
+        file.write_bytes(state)
+    elif storage == "torch":
+        from safetensors.torch import save_file
+
+        save_file(state, str(file))
+    else:
+        from safetensors.numpy import save_file
+
+        save_file({k: np.ascontiguousarray(v) for k, v in state.items()}, str(file))
+
+
+def _read_state(folder: Path, storage: str):
+    file = folder / STATE_FILES[storage]
+    if storage == "skops":
+        return file, file.read_bytes()
+    if storage == "torch":
         from safetensors.torch import load_file
-
-        from .deep import DeepAgeModel
-
-        estimator = DeepAgeModel.from_state(kind, load_file(str(weights)), card["params"],
-                                            threads=threads)  # fmt:skip
-    elif kind in LOCAL_KINDS:
-        from safetensors.torch import load_file
-
-        from .local import LocalAgeModel
-
-        estimator = LocalAgeModel.from_state(load_file(str(weights)), card["params"], threads)
-    elif kind in IMPORTANCE_KINDS:
-        from safetensors.torch import load_file
-
-        from .unoise import UNoise
-
-        estimator = UNoise.from_state(load_file(str(weights)), card["params"], threads)
     else:
         from safetensors.numpy import load_file
+    return file, load_file(str(file))
 
-        cls = type(make_estimator(kind))
-        estimator = cls.from_state(load_file(str(weights)), card["params"])
-    return Bundle(path, card, estimator)
+
+def load_selected_bundles(specs: list[str]) -> list[Bundle]:
+    """The ``--model`` bundles, loaded and checksummed once; ``none`` means preprocessing only."""
+    if [s.lower() for s in specs] == ["none"]:
+        return []
+    bundles = [load_bundle(resolve_bundle(spec)) for spec in specs]
+    names = [b.name for b in bundles]
+    if len(set(names)) != len(names):
+        raise BundleError(f"two --model bundles share a name: {names}")
+    if bundles and all(role_of(b.kind) == "explainer" for b in bundles):
+        raise BundleError(f"--model {' '.join(specs)}: only importance models; add a bundle "
+                          "that predicts brain age")  # fmt:skip
+    templates = {b.card["contract"]["template"] for b in bundles}
+    if len(templates) > 1:
+        raise BundleError(f"the --model bundles were trained on different templates: {templates}")
+    return bundles
 
 
 def packaged_bundles() -> dict[str, Path]:
@@ -312,11 +293,15 @@ def resolve_bundle(spec: str) -> Path:
     raise BundleError(f"{spec}: no such bundle directory, nor a packaged bundle ({known})")
 
 
+def _input_of(kind: str) -> str:
+    return "mixed" if kind == ENSEMBLE else estimator_class(kind).input
+
+
 def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None,
                  brain_extraction: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
-                "input": input_kind or INPUT_OF_KIND.get(kind, "mixed")}  # fmt:skip
+                "input": input_kind or _input_of(kind)}  # fmt:skip
     if brain_extraction is not None:
         contract["brain_extraction"] = brain_extraction
     if grid is not None:

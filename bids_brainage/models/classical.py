@@ -1,8 +1,10 @@
 """Seed 000's classical models: ridge and gradient boosting on the v2 histogram, ridge on
 downsampled template-space tissue maps (the downsampling factor chosen by nested CV).
 
-Each estimator keeps its fitted state as plain arrays plus JSON parameters, so a bundle can be
-saved without pickle (``state``/``from_state``); gradient boosting is stored with skops.
+The estimators follow scikit-learn's rules (parameters in ``__init__``, fitted attributes ending
+in ``_``, ``clone``-able) and keep their fitted state as plain arrays plus JSON parameters, so a
+bundle is saved without pickle (``state``/``from_state``); gradient boosting is stored with
+skops.
 """
 
 from __future__ import annotations
@@ -10,50 +12,80 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import RidgeCV
 from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 7))
 TISSUE_FACTORS = (2, 3, 4, 6, 8)  # of the 2 mm grid: 4 to 16 mm voxels
 INNER_FOLDS = 5
 
 
-class LinearAgeModel:
+def _check_fit(model, X, y):
+    """Validated training data: finite, two samples or more; volumes (n, channels, x, y, z) are
+    kept in their float dtype (a float64 copy of a training set of maps would double its size).
+    """
+    return validate_data(model, X, y, y_numeric=True, allow_nd=True, ensure_min_samples=2,
+                         dtype=[np.float64, np.float32])  # fmt:skip
+
+
+def _check_predict(model, X):
+    return validate_data(model, X, reset=False, allow_nd=True, dtype=[np.float64, np.float32])
+
+
+class LinearAgeModel(RegressorMixin, BaseEstimator):
     """Standardised features -> ridge, the penalty chosen by efficient leave-one-out (RidgeCV)."""
 
     input = "histogram"
+    role = "global"
+    differentiable = False
+    volume_input = False
+    storage = "numpy"
 
-    def __init__(self):
-        self.mean = self.scale = self.coef = None
-        self.intercept = 0.0
-        self.alpha = None
+    def __init__(self, random_state=0):
+        self.random_state = random_state  # unused (the fit is deterministic); kept for clone()
+
+    @classmethod
+    def for_grid(cls, affine=None, *, settings=None, threads=2, random_state=0):
+        return cls(random_state=random_state)
 
     def _design(self, X):
         return np.asarray(X, np.float64).reshape(len(X), -1)
 
-    def fit(self, X, y, *, seed: int = 0):
-        X = self._design(X)
-        self.mean = X.mean(axis=0)
-        self.scale = X.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
-        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit((X - self.mean) / self.scale, y)
-        self.coef, self.intercept, self.alpha = ridge.coef_, float(ridge.intercept_), ridge.alpha_
+    def _fit_design(self, X, y):
+        self.mean_ = X.mean(axis=0)
+        self.scale_ = X.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit((X - self.mean_) / self.scale_, y)
+        self.coef_, self.intercept_ = ridge.coef_, float(ridge.intercept_)
+        self.alpha_ = ridge.alpha_
         return self
 
+    def _predict_design(self, X):
+        return ((X - self.mean_) / self.scale_) @ self.coef_ + self.intercept_
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, y_numeric=True, ensure_min_samples=2, dtype=np.float64)
+        return self._fit_design(self._design(X), y)
+
     def predict(self, X):
-        return ((self._design(X) - self.mean) / self.scale) @ self.coef + self.intercept
+        check_is_fitted(self)
+        return self._predict_design(self._design(validate_data(self, X, reset=False,
+                                                               dtype=np.float64)))  # fmt:skip
 
     def state(self) -> tuple[dict, dict]:
-        arrays = {"mean": self.mean, "scale": self.scale, "coef": self.coef}
-        return arrays, {"intercept": self.intercept, "alpha": self.alpha}
+        arrays = {"mean": self.mean_, "scale": self.scale_, "coef": self.coef_}
+        return arrays, {"intercept": self.intercept_, "alpha": self.alpha_}
 
     @classmethod
-    def from_state(cls, arrays: dict, params: dict):
+    def from_state(cls, arrays: dict, params: dict, threads: int = 1):
         model = cls()
-        model.mean, model.scale, model.coef = arrays["mean"], arrays["scale"], arrays["coef"]
-        model.intercept, model.alpha = params["intercept"], params["alpha"]
+        model.mean_, model.scale_, model.coef_ = arrays["mean"], arrays["scale"], arrays["coef"]
+        model.intercept_, model.alpha_ = params["intercept"], params["alpha"]
+        model.n_features_in_ = len(model.mean_)
         return model
 
 
@@ -63,7 +95,7 @@ class HistogramLinear(LinearAgeModel):
     kind = "hist-linear"
 
 
-class HistogramBoosting:
+class HistogramBoosting(RegressorMixin, BaseEstimator):
     """Gradient-boosted trees on the histogram (absolute-error loss, 150 trees of 7 leaves), the
     learning rate chosen by a 3-fold inner CV (kept small: boosting is the slowest classical
     kind).
@@ -71,35 +103,44 @@ class HistogramBoosting:
 
     kind = "hist-gbm"
     input = "histogram"
+    role = "global"
+    differentiable = False
+    volume_input = False
+    storage = "skops"
     grid = {"learning_rate": [0.05, 0.15]}
 
-    def __init__(self):
-        self.model = None
-        self.best = None
+    def __init__(self, random_state=0):
+        self.random_state = random_state
 
-    def fit(self, X, y, *, seed: int = 0):
+    @classmethod
+    def for_grid(cls, affine=None, *, settings=None, threads=2, random_state=0):
+        return cls(random_state=random_state)
+
+    def fit(self, X, y):
+        X, y = validate_data(self, X, y, y_numeric=True, ensure_min_samples=2, dtype=np.float64)
         search = GridSearchCV(
             HistGradientBoostingRegressor(
                 loss="absolute_error", max_iter=150, max_leaf_nodes=7, early_stopping=False,
-                min_samples_leaf=5, random_state=seed),
+                min_samples_leaf=5, random_state=self.random_state),
             self.grid,
-            cv=KFold(3, shuffle=True, random_state=seed),
+            cv=KFold(min(3, len(y)), shuffle=True, random_state=self.random_state),
             scoring="neg_mean_absolute_error",
         )  # fmt:skip
-        search.fit(np.asarray(X, np.float64), y)
-        self.model, self.best = search.best_estimator_, search.best_params_
+        search.fit(X, y)
+        self.model_, self.best_ = search.best_estimator_, search.best_params_
         return self
 
     def predict(self, X):
-        return self.model.predict(np.asarray(X, np.float64))
+        check_is_fitted(self)
+        return self.model_.predict(validate_data(self, X, reset=False, dtype=np.float64))
 
-    def to_skops(self) -> bytes:
+    def state(self) -> tuple[bytes, dict]:
         import skops.io as sio
 
-        return sio.dumps(self.model)
+        return sio.dumps(self.model_), {"best": self.best_}
 
     @classmethod
-    def from_skops(cls, data: bytes, params: dict):
+    def from_state(cls, data: bytes, params: dict, threads: int = 1):
         import skops.io as sio
 
         allowed = {"sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor"}
@@ -107,10 +148,11 @@ class HistogramBoosting:
         if untrusted - allowed:
             raise ValueError(f"skops file holds unexpected types {sorted(untrusted - allowed)}")
         model = cls()
-        model.model = sio.loads(data, trusted=sorted(untrusted))
-        if not isinstance(model.model, HistGradientBoostingRegressor):
+        model.model_ = sio.loads(data, trusted=sorted(untrusted))
+        if not isinstance(model.model_, HistGradientBoostingRegressor):
             raise ValueError("skops file does not hold a HistGradientBoostingRegressor")
-        model.best = params.get("best")
+        model.best_ = params.get("best")
+        model.n_features_in_ = model.model_.n_features_in_
         return model
 
 
@@ -147,67 +189,93 @@ def choose_factor(X, y, factors, seed: int, inner_fit):
     return curve, designs, min(curve, key=curve.get)
 
 
+def _in_brain(small: np.ndarray, volumes: bool) -> np.ndarray:
+    """Indices of the features kept: block-averaged voxels inside the training brains, or every
+    feature of a flat design matrix.
+    """
+    return np.flatnonzero(small.mean(axis=0) > 0.01) if volumes else np.arange(small.shape[1])
+
+
+def _blocks(X, factor: int) -> np.ndarray:
+    """Volumes (n, channels, x, y, z) → flat block averages; a flat design is returned as is."""
+    X = np.asarray(X, np.float32)
+    return X if X.ndim == 2 else block_average(X, factor).reshape(len(X), -1)
+
+
+def _torch_blocks(X, factor: int, voxels):
+    """``_blocks`` then the kept features, as a differentiable torch function (U-noise)."""
+    import torch
+    from torch.nn import functional as F
+
+    pad = [p for s in reversed(X.shape[-3:]) for p in (0, (-s) % factor)]
+    small = F.avg_pool3d(F.pad(X, pad), factor) if factor > 1 else X
+    return small.reshape(len(X), -1)[:, torch.as_tensor(voxels)].to(torch.float64)
+
+
 class TissueLinear(LinearAgeModel):
     """Ridge on GM and WM modulated maps block-averaged by a factor chosen by inner CV.
 
     Seed 000: too little downsampling over-fits, too much under-fits; the inner-CV MAE of every
-    factor is kept (``curve``) to show that curve.
+    factor is kept (``curve_``) to show that curve. A flat (n, features) design is fitted as is.
     """
 
     kind = "tissue-linear"
     input = "tissue"
+    differentiable = True
+    volume_input = True
 
-    def __init__(self, factors=TISSUE_FACTORS):
-        super().__init__()
-        self.factors = tuple(factors)
-        self.factor = None
-        self.voxels = None  # flat indices of the downsampled voxels inside the training brains
-        self.curve = {}
+    def __init__(self, factors=TISSUE_FACTORS, random_state=0):
+        self.factors = factors
+        self.random_state = random_state
 
     def _design(self, X):
-        X = np.asarray(X, np.float32)
-        if X.ndim == 2:  # already a design matrix
-            return X.astype(np.float64)
-        small = block_average(X, self.factor).reshape(len(X), -1)
-        return small[:, self.voxels].astype(np.float64)
+        return _blocks(X, self.factor_)[:, self.voxels_].astype(np.float64)
 
-    def _fit_small(self, small, y, factor):
+    def _fit_small(self, small, y, factor, volumes=True):
         """Fit on block-averaged maps (n, voxels); keep the voxels inside the brains."""
-        self.factor = factor
-        self.voxels = np.flatnonzero(small.mean(axis=0) > 0.01)
-        return LinearAgeModel.fit(self, small[:, self.voxels], y)
+        self.factor_ = factor
+        self.voxels_ = _in_brain(small, volumes)
+        return self._fit_design(small[:, self.voxels_].astype(np.float64), y)
 
-    def fit(self, X, y, *, seed: int = 0):
+    def fit(self, X, y):
+        X, y = _check_fit(self, X, y)
+        if X.ndim == 2:
+            self.curve_ = {}
+            return self._fit_small(X, y, 1, volumes=False)
+
         def inner_fit(small, ages, factor):
             model = TissueLinear((factor,))._fit_small(small, ages, factor)
-            return lambda test: model.predict(test[:, model.voxels])
+            return lambda test: model._predict_design(test[:, model.voxels_])
 
-        self.curve, designs, best = choose_factor(X, y, self.factors, seed, inner_fit)
-        return self._fit_small(designs[best], np.asarray(y, np.float64), best)
+        self.curve_, designs, best = choose_factor(X, y, self.factors, self.random_state,
+                                                   inner_fit)  # fmt:skip
+        return self._fit_small(designs[best], y, best)
+
+    def predict(self, X):
+        check_is_fitted(self)
+        return self._predict_design(self._design(_check_predict(self, X)))
 
     def torch_predict(self, X):
         """``predict`` as a differentiable torch function of (N, 2, X, Y, Z) maps (U-noise)."""
         import torch
-        from torch.nn import functional as F
 
-        pad = [p for s in reversed(X.shape[-3:]) for p in (0, (-s) % self.factor)]
-        small = F.avg_pool3d(F.pad(X, pad), self.factor) if self.factor > 1 else X
-        flat = small.reshape(len(X), -1)[:, torch.as_tensor(self.voxels)].to(torch.float64)
-        weights = torch.as_tensor(self.coef / self.scale)
-        offset = self.intercept - float((self.mean / self.scale) @ self.coef)
+        flat = _torch_blocks(X, self.factor_, self.voxels_)
+        weights = torch.as_tensor(self.coef_ / self.scale_)
+        offset = self.intercept_ - float((self.mean_ / self.scale_) @ self.coef_)
         return (flat @ weights + offset).to(X.dtype)
 
     def state(self):
         arrays, params = super().state()
-        arrays["voxels"] = self.voxels.astype(np.int64)
-        params.update(factor=self.factor, curve={str(k): v for k, v in self.curve.items()})
+        arrays["voxels"] = self.voxels_.astype(np.int64)
+        params.update(factor=self.factor_, curve={str(k): v for k, v in self.curve_.items()})
         return arrays, params
 
     @classmethod
-    def from_state(cls, arrays, params):
+    def from_state(cls, arrays, params, threads: int = 1):
         model = super().from_state(arrays, params)
-        model.voxels, model.factor = arrays["voxels"], int(params["factor"])
-        model.curve = {int(k): v for k, v in params.get("curve", {}).items()}
+        model.voxels_, model.factor_ = arrays["voxels"], int(params["factor"])
+        model.curve_ = {int(k): v for k, v in params.get("curve", {}).items()}
+        model.n_features_in_ = 2  # GM and WM channels
         return model
 
 
@@ -215,7 +283,7 @@ GPR_FACTORS = (2, 3, 4)  # 4, 6 and 8 mm blocks
 PCA_VARIANCE = 0.99
 
 
-class TissueGPR:
+class TissueGPR(RegressorMixin, BaseEstimator):
     """Gaussian-process regression on a PCA of GM and WM modulated maps (brainageR's recipe).
 
     Block-averaged maps (the factor chosen by inner CV, as for ``TissueLinear``) are
@@ -227,61 +295,67 @@ class TissueGPR:
 
     kind = "tissue-gpr"
     input = "tissue"
+    role = "global"
+    differentiable = True
+    volume_input = True
+    storage = "numpy"
 
-    def __init__(self, factors=GPR_FACTORS):
-        self.factors = tuple(factors)
-        self.factor = self.voxels = None
-        self.mean = self.scale = self.components = self.score_scale = None
-        self.train_scores = self.dual = None
-        self.age_mean, self.age_sd, self.kernel, self.curve = 0.0, 1.0, {}, {}
+    def __init__(self, factors=GPR_FACTORS, random_state=0):
+        self.factors = factors
+        self.random_state = random_state
+
+    @classmethod
+    def for_grid(cls, affine=None, *, settings=None, threads=2, random_state=0):
+        return cls(random_state=random_state)
 
     def _scores(self, small):
         """Block-averaged maps (n, voxels inside the brains) → standardised PCA scores."""
-        centred = (np.asarray(small, np.float64) - self.mean) / self.scale
-        return (centred @ self.components.T) / self.score_scale
+        centred = (np.asarray(small, np.float64) - self.mean_) / self.scale_
+        return (centred @ self.components_.T) / self.score_scale_
 
-    def _fit_small(self, small, y, factor, seed):
+    def _fit_small(self, small, y, factor, volumes=True):
         from sklearn.decomposition import PCA
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import RBF, ConstantKernel, DotProduct, WhiteKernel
 
-        self.factor = factor
-        self.voxels = np.flatnonzero(small.mean(axis=0) > 0.01)
-        design = np.asarray(small[:, self.voxels], np.float64)
-        self.mean, self.scale = design.mean(axis=0), design.std(axis=0)
-        self.scale[self.scale == 0] = 1.0
-        pca = PCA(PCA_VARIANCE, svd_solver="full").fit((design - self.mean) / self.scale)
-        self.components = pca.components_
-        self.mean = self.mean + pca.mean_ * self.scale  # fold PCA's centring into ours
-        self.score_scale = np.ones(len(self.components))
+        self.factor_ = factor
+        self.voxels_ = _in_brain(small, volumes)
+        design = np.asarray(small[:, self.voxels_], np.float64)
+        self.mean_, self.scale_ = design.mean(axis=0), design.std(axis=0)
+        self.scale_[self.scale_ == 0] = 1.0
+        pca = PCA(PCA_VARIANCE, svd_solver="full").fit((design - self.mean_) / self.scale_)
+        self.components_ = pca.components_
+        self.mean_ = self.mean_ + pca.mean_ * self.scale_  # fold PCA's centring into ours
+        self.score_scale_ = np.ones(len(self.components_))
         scores = self._scores(design)
-        self.score_scale = scores.std(axis=0)
-        self.score_scale[self.score_scale == 0] = 1.0
-        scores = scores / self.score_scale
-        self.age_mean, self.age_sd = float(np.mean(y)), float(np.std(y) or 1.0)
+        self.score_scale_ = scores.std(axis=0)
+        self.score_scale_[self.score_scale_ == 0] = 1.0
+        scores = scores / self.score_scale_
+        self.age_mean_, self.age_sd_ = float(np.mean(y)), float(np.std(y) or 1.0)
         kernel = (
             ConstantKernel() * RBF(length_scale=30.0, length_scale_bounds=(1.0, 1e4))
             + ConstantKernel() * DotProduct(sigma_0=1.0)
             + WhiteKernel()
         )
-        gp = GaussianProcessRegressor(kernel, n_restarts_optimizer=2, random_state=seed)
+        gp = GaussianProcessRegressor(kernel, n_restarts_optimizer=2,
+                                      random_state=self.random_state)  # fmt:skip
         with warnings.catch_warnings():  # hyperparameters at a bound are a fit, not an error
             warnings.simplefilter("ignore", ConvergenceWarning)
-            gp.fit(scores, (np.asarray(y, np.float64) - self.age_mean) / self.age_sd)
+            gp.fit(scores, (np.asarray(y, np.float64) - self.age_mean_) / self.age_sd_)
         fitted = gp.kernel_
-        self.kernel = {
+        self.kernel_ = {
             "rbf_amplitude": float(fitted.k1.k1.k1.constant_value),
             "length_scale": float(fitted.k1.k1.k2.length_scale),
             "linear_amplitude": float(fitted.k1.k2.k1.constant_value),
             "sigma_0": float(fitted.k1.k2.k2.sigma_0),
             "noise": float(fitted.k2.noise_level),
         }
-        self.train_scores, self.dual = scores, np.asarray(gp.alpha_, np.float64)
+        self.train_scores_, self.dual_ = scores, np.asarray(gp.alpha_, np.float64)
         return self
 
     def _covariance(self, scores, xp=np):
         """Cross-covariance of ``scores`` with the training scores (no noise term)."""
-        k, train = self.kernel, xp.asarray(self.train_scores)
+        k, train = self.kernel_, xp.asarray(self.train_scores_)
         squared = ((scores**2).sum(1)[:, None] + (train**2).sum(1)[None, :]
                    - 2 * scores @ train.T)  # fmt:skip
         squared = xp.clip(squared, 0, None) if xp is np else squared.clamp(min=0)
@@ -289,51 +363,56 @@ class TissueGPR:
         return rbf + k["linear_amplitude"] * (k["sigma_0"] ** 2 + scores @ train.T)
 
     def _predict_small(self, small):
-        scores = self._scores(np.asarray(small)[:, self.voxels])
-        return self._covariance(scores) @ self.dual * self.age_sd + self.age_mean
+        scores = self._scores(np.asarray(small)[:, self.voxels_])
+        return self._covariance(scores) @ self.dual_ * self.age_sd_ + self.age_mean_
 
-    def fit(self, X, y, *, seed: int = 0):
+    def fit(self, X, y):
+        X, y = _check_fit(self, X, y)
+        if X.ndim == 2:
+            self.curve_ = {}
+            return self._fit_small(X, y, 1, volumes=False)
+        seed = self.random_state
+
         def inner_fit(small, ages, factor):
-            return TissueGPR((factor,))._fit_small(small, ages, factor, seed)._predict_small
+            model = TissueGPR((factor,), random_state=seed)
+            return model._fit_small(small, ages, factor)._predict_small
 
-        self.curve, designs, best = choose_factor(X, y, self.factors, seed, inner_fit)
-        return self._fit_small(designs[best], np.asarray(y, np.float64), best, seed)
+        self.curve_, designs, best = choose_factor(X, y, self.factors, seed, inner_fit)
+        return self._fit_small(designs[best], y, best)
 
     def predict(self, X):
-        X = np.asarray(X, np.float32)
-        return self._predict_small(block_average(X, self.factor).reshape(len(X), -1))
+        check_is_fitted(self)
+        return self._predict_small(_blocks(_check_predict(self, X), self.factor_))
 
     def torch_predict(self, X):
         """``predict`` as a differentiable torch function of (N, 2, X, Y, Z) maps (U-noise)."""
         import torch
-        from torch.nn import functional as F
 
-        pad = [p for s in reversed(X.shape[-3:]) for p in (0, (-s) % self.factor)]
-        small = F.avg_pool3d(F.pad(X, pad), self.factor) if self.factor > 1 else X
-        flat = small.reshape(len(X), -1)[:, torch.as_tensor(self.voxels)].to(torch.float64)
-        as_tensor = {name: torch.as_tensor(getattr(self, name)) for name in
+        flat = _torch_blocks(X, self.factor_, self.voxels_)
+        as_tensor = {name: torch.as_tensor(getattr(self, f"{name}_")) for name in
                      ("mean", "scale", "components", "score_scale", "dual")}  # fmt:skip
         scores = ((flat - as_tensor["mean"]) / as_tensor["scale"]) @ as_tensor["components"].T
         scores = scores / as_tensor["score_scale"]
-        age = self._covariance(scores, torch) @ as_tensor["dual"] * self.age_sd + self.age_mean
+        age = self._covariance(scores, torch) @ as_tensor["dual"] * self.age_sd_ + self.age_mean_
         return age.to(X.dtype)
 
     ARRAYS = ("voxels", "mean", "scale", "components", "score_scale", "train_scores", "dual")
 
     def state(self):
-        arrays = {name: np.asarray(getattr(self, name)) for name in self.ARRAYS}
+        arrays = {name: np.asarray(getattr(self, f"{name}_")) for name in self.ARRAYS}
         arrays["voxels"] = arrays["voxels"].astype(np.int64)
-        params = {"factor": self.factor, "age_mean": self.age_mean, "age_sd": self.age_sd,
-                  "kernel": self.kernel,
-                  "curve": {str(k): v for k, v in self.curve.items()}}  # fmt:skip
+        params = {"factor": self.factor_, "age_mean": self.age_mean_, "age_sd": self.age_sd_,
+                  "kernel": self.kernel_,
+                  "curve": {str(k): v for k, v in self.curve_.items()}}  # fmt:skip
         return arrays, params
 
     @classmethod
-    def from_state(cls, arrays, params):
+    def from_state(cls, arrays, params, threads: int = 1):
         model = cls()
         for name in cls.ARRAYS:
-            setattr(model, name, arrays[name])
-        model.factor, model.kernel = int(params["factor"]), dict(params["kernel"])
-        model.age_mean, model.age_sd = float(params["age_mean"]), float(params["age_sd"])
-        model.curve = {int(k): v for k, v in params.get("curve", {}).items()}
+            setattr(model, f"{name}_", arrays[name])
+        model.factor_, model.kernel_ = int(params["factor"]), dict(params["kernel"])
+        model.age_mean_, model.age_sd_ = float(params["age_mean"]), float(params["age_sd"])
+        model.curve_ = {int(k): v for k, v in params.get("curve", {}).items()}
+        model.n_features_in_ = 2  # GM and WM channels
         return model

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .networks import build_network, network_tensors, restored
+from .networks import build_network
+from .torch_base import TorchEstimator
 
 DEFAULTS = {
     "slice-cnn": {"widths": [16, 32, 64, 96, 128], "slab_mm": [12.0, 20.0], "augment": True,
@@ -103,81 +104,83 @@ def augment_slices(batch: torch.Tensor, generator: torch.Generator) -> torch.Ten
     return out * field
 
 
-class DeepAgeModel:
-    """A CNN age regressor with the estimator interface of ``classical`` (fit/predict/state)."""
+class DeepAgeModel(TorchEstimator):
+    """A CNN age regressor on v2-normalised template-space T1w volumes; one subclass per kind."""
 
-    input = "t1w"
+    kind = ""
 
-    def __init__(self, kind: str, *, affine=None, settings: dict | None = None, threads: int = 2):
-        self.kind = kind
-        self.params = copy.deepcopy(DEFAULTS[kind])
-        self.training = copy.deepcopy(DEFAULTS["training"])
-        self.training.update(settings or {})
-        self.affine = None if affine is None else np.asarray(affine, float)
+    def __init__(self, affine=None, settings=None, threads=2, random_state=0):
+        self.affine = affine  # the grid of the training inputs: slabs are in world coordinates
+        self.settings = settings
         self.threads = threads
-        self.network = None
-        self.history = []
+        self.random_state = random_state
+
+    @classmethod
+    def for_grid(cls, affine=None, *, settings=None, threads=2, random_state=0):
+        return cls(affine=affine, settings=settings, threads=threads, random_state=random_state)
 
     def _configure(self, volumes):
-        self.params["crop"] = crop_box(volumes)
+        self.params_["crop"] = crop_box(volumes)
         if self.kind == "resnet3d":
-            voxel_mm = float(np.abs(self.affine[0, 0])) if self.affine is not None else 2.0
-            self.params["downsample"] = max(1, round(self.params["input_mm"] / voxel_mm))
+            voxel_mm = float(np.abs(self.affine[0][0])) if self.affine is not None else 2.0
+            self.params_["downsample"] = max(1, round(self.params_["input_mm"] / voxel_mm))
         if self.kind == "slice-cnn":
-            self.params["slab"] = slab_indices(self.affine, self.params["slab_mm"])
-            self.params["n_slices"] = len(self.params["slab"])
+            self.params_["slab"] = slab_indices(self.affine, self.params_["slab_mm"])
+            self.params_["n_slices"] = len(self.params_["slab"])
         if self.kind == "resnet2d-lstm":
-            (z0, z1) = self.params["crop"][2]
-            self.params["n_slices"] = len(range(z0, z1, self.params["slice_step"]))
+            (z0, z1) = self.params_["crop"][2]
+            self.params_["n_slices"] = len(range(z0, z1, self.params_["slice_step"]))
 
-    def fit(self, X, y, *, seed: int = 0):
-        torch.set_num_threads(self.threads)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        generator = torch.Generator().manual_seed(seed)
+    def fit(self, X, y):
+        rng = self._start_fit()
+        generator = torch.Generator().manual_seed(self.random_state)
+        self.params_ = copy.deepcopy(DEFAULTS[self.kind])
+        self.training_ = {**copy.deepcopy(DEFAULTS["training"]), **(self.settings or {})}
         X, y = np.asarray(X, np.float32), np.asarray(y, np.float32)
         self._configure(X)
         order = rng.permutation(len(y))
-        n_val = max(1, int(round(self.training["validation_fraction"] * len(y))))
+        n_val = max(1, int(round(self.training_["validation_fraction"] * len(y))))
         val, train = order[:n_val], order[n_val:]
-        inputs = network_input(X, self.kind, self.params)
+        inputs = network_input(X, self.kind, self.params_)
         targets = torch.as_tensor(y)
-        self.network = build_network(self.kind, self.params)
-        self.network.head.age_mean.fill_(float(y[train].mean()))
-        self.network.head.age_sd.fill_(float(y[train].std() or 1.0))
-        optimiser = torch.optim.Adam(self.network.parameters(), lr=self.training["learning_rate"])
-        schedule = torch.optim.lr_scheduler.StepLR(optimiser, self.training["halve_every"], 0.5)
+        self.network_ = build_network(self.kind, self.params_)
+        self.network_.head.age_mean.fill_(float(y[train].mean()))
+        self.network_.head.age_sd.fill_(float(y[train].std() or 1.0))
+        rate = self.training_["learning_rate"]
+        optimiser = torch.optim.Adam(self.network_.parameters(), lr=rate)
+        schedule = torch.optim.lr_scheduler.StepLR(optimiser, self.training_["halve_every"], 0.5)
         best, best_state, waited = math.inf, None, 0
-        self.history = []
-        for epoch in range(self.training["epochs"]):
-            self.network.train()
+        self.history_ = []
+        batch_size = self.training_["batch_size"]
+        for epoch in range(self.training_["epochs"]):
+            self.network_.train()
             shuffled = train[rng.permutation(len(train))]
             losses = []
-            for start in range(0, len(shuffled), self.training["batch_size"]):
-                index = torch.as_tensor(shuffled[start : start + self.training["batch_size"]])
+            for start in range(0, len(shuffled), batch_size):
+                index = torch.as_tensor(shuffled[start : start + batch_size])
                 batch = inputs[index]
-                if self.params.get("augment"):
+                if self.params_.get("augment"):
                     batch = augment_slices(batch, generator)
-                loss = F.l1_loss(self.network(batch), targets[index])
+                loss = F.l1_loss(self.network_(batch), targets[index])
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
                 losses.append(loss.item() * len(index))
             schedule.step()
             val_mae = float(np.mean(np.abs(self._predict_tensor(inputs[val]) - y[val])))
-            self.history.append({"epoch": epoch + 1, "train_mae": sum(losses) / len(train),
-                                 "validation_mae": val_mae})  # fmt:skip
+            self.history_.append({"epoch": epoch + 1, "train_mae": sum(losses) / len(train),
+                                  "validation_mae": val_mae})  # fmt:skip
             logging.getLogger("bids_brainage").info(
                 "%s epoch %d/%d: training MAE %.2f, validation MAE %.2f", self.kind, epoch + 1,
-                self.training["epochs"], sum(losses) / len(train), val_mae)  # fmt:skip
+                self.training_["epochs"], sum(losses) / len(train), val_mae)  # fmt:skip
             if val_mae < best:
-                best, best_state, waited = val_mae, copy.deepcopy(self.network.state_dict()), 0
+                best, best_state, waited = val_mae, copy.deepcopy(self.network_.state_dict()), 0
             else:
                 waited += 1
-                if waited >= self.training["patience"]:
+                if waited >= self.training_["patience"]:
                     break
-        self.network.load_state_dict(best_state)
-        self.validation = {
+        self.network_.load_state_dict(best_state)
+        self.validation_ = {
             "indices": val.tolist(),
             "mae": best,
             "residuals": (self._predict_tensor(inputs[val]) - y[val]).tolist(),
@@ -186,29 +189,47 @@ class DeepAgeModel:
 
     @torch.no_grad()
     def _predict_tensor(self, inputs: torch.Tensor, batch_size: int = 8) -> np.ndarray:
-        self.network.eval()
-        out = [self.network(inputs[i : i + batch_size]) for i in range(0, len(inputs), batch_size)]
+        self.network_.eval()
+        starts = range(0, len(inputs), batch_size)
+        out = [self.network_(inputs[i : i + batch_size]) for i in starts]
         return torch.cat(out).numpy().astype(np.float64)
 
     def predict(self, X):
-        torch.set_num_threads(self.threads)
+        self._start_predict()
         return self._predict_tensor(network_input(np.asarray(X, np.float32), self.kind,
-                                                  self.params))  # fmt:skip
+                                                  self.params_))  # fmt:skip
 
     def torch_predict(self, X: torch.Tensor) -> torch.Tensor:
         """Ages as a differentiable function of (N, 1, X, Y, Z) volumes (U-noise)."""
-        self.network.eval()
-        return self.network(network_input(X, self.kind, self.params)).to(X.dtype)
+        self.network_.eval()
+        return self.network_(network_input(X, self.kind, self.params_)).to(X.dtype)
 
-    def state(self):
-        tensors = network_tensors(self.network)
-        params = {"network": self.params, "training": self.training,
-                  "epochs_run": len(self.history)}  # fmt:skip
-        return tensors, params
+    def _build_network(self, tensors):
+        return build_network(self.kind, self.params_)
 
-    @classmethod
-    def from_state(cls, kind, tensors, params, threads: int = 1):
-        model = cls(kind, settings=params["training"], threads=threads)
-        model.params = params["network"]
-        model.network = restored(build_network(kind, model.params), tensors)
-        return model
+    def _state_params(self):
+        return {"network": self.params_, "training": self.training_,
+                "epochs_run": len(self.history_)}  # fmt:skip
+
+    def _restore_params(self, params):
+        self.params_ = params["network"]
+        self.training_ = {**DEFAULTS["training"], **params["training"]}
+        self.history_ = []
+
+
+class SliceCNNAge(DeepAgeModel):
+    """Seed 000's 2-D CNN on a slab of axial slices."""
+
+    kind = "slice-cnn"
+
+
+class ResNet3dAge(DeepAgeModel):
+    """Seed 001's 3-D ResNet-18."""
+
+    kind = "resnet3d"
+
+
+class ResNet2dLSTMAge(DeepAgeModel):
+    """Seed 001's 2-D ResNet-18 on each axial slice, an LSTM over the slices."""
+
+    kind = "resnet2d-lstm"

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from ..preprocessing.conform import WORKING_VOXEL_MM
-from ..utils.derivatives import derivative_path
 
 INPUT_KINDS = ("histogram", "tissue", "t1w")
 TISSUE_INPUTS = ("GM", "WM")
@@ -36,22 +35,6 @@ class ScanFeatures:
     histogram: Path
     tissue: dict[str, Path] = field(default_factory=dict)  # GM/WM modulated probseg
     t1w: Path | None = None  # v2-normalised brain on the template grid
-
-    @classmethod
-    def from_derivatives(cls, output_dir: Path, entities: dict, template: str, resolution):
-        """The paths the participant level writes for a scan with these entities."""
-        ents = {k: v for k, v in entities.items() if v is not None}
-        root = Path(output_dir)
-        in_tpl = {**ents, "space": template, "resolution": str(resolution)}
-        return cls(
-            histogram=root / derivative_path(
-                {**ents, "desc": "histogram", "suffix": "features", "extension": ".tsv"}),
-            tissue={t: root / derivative_path(
-                {**in_tpl, "label": t, "desc": "modulated", "suffix": "probseg",
-                 "extension": ".nii.gz"}) for t in TISSUE_INPUTS},
-            t1w=root / derivative_path(
-                {**in_tpl, "desc": "normv2", "suffix": "T1w", "extension": ".nii.gz"}),
-        )  # fmt:skip
 
     def missing(self, kind: str) -> list[Path]:
         paths = {"histogram": [self.histogram], "tissue": list(self.tissue.values()),

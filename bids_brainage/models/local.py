@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .networks import network_tensors, restored
+from .torch_base import TorchEstimator
 
 LEAK = 0.2
 
@@ -187,7 +187,7 @@ def downsample(volumes: np.ndarray, factor: int) -> np.ndarray:
     return pooled.reshape(*lead, *pooled.shape[-3:]).numpy()
 
 
-class LocalAgeModel:
+class LocalAgeModel(TorchEstimator):
     """Seed 002's local brain-age U-Net on GM + WM modulated maps (fit / predict_maps / state).
 
     Trained on random blocks centred in the brain, every brain voxel's target being the
@@ -195,57 +195,51 @@ class LocalAgeModel:
     volume and brings the map back to the template grid.
     """
 
+    kind = "local-unet"
     input = "tissue"
-
-    def __init__(self, settings: dict | None = None, threads: int = 2, voxel_mm: float = 2.0):
-        self.params = {**LOCAL_DEFAULTS, "voxel_mm": voxel_mm, **(settings or {})}
-        self.threads = threads
-        self.network = None
-        self.history = []
-        self.last_maps = None
+    role = "local"
+    differentiable = False  # its global age is a mean of stitched blocks: U-noise is not drawn
 
     def _inputs(self, X) -> np.ndarray:
         """Downsampled to ``input_mm`` and scaled per channel by the training brain's mean and
         SD (modulated maps are small numbers; unscaled, the network settles on the mean age).
         """
-        factor = max(1, round(self.params["input_mm"] / self.params.get("voxel_mm", 2.0)))
-        self.params["factor"] = factor
+        factor = max(1, round(self.params_["input_mm"] / self.params_.get("voxel_mm", 2.0)))
+        self.params_["factor"] = factor
         inputs = downsample(np.asarray(X, np.float32), factor)
-        if "input_mean" not in self.params:
-            brain = inputs.sum(axis=1).mean(axis=0) > self.params["mask_threshold"]
+        if "input_mean" not in self.params_:
+            brain = inputs.sum(axis=1).mean(axis=0) > self.params_["mask_threshold"]
             values = inputs[:, :, brain]
-            self.params["input_mean"] = [float(v) for v in values.mean(axis=(0, 2))]
-            self.params["input_sd"] = [float(v) or 1.0 for v in values.std(axis=(0, 2))]
-        mean = np.asarray(self.params["input_mean"], np.float32)[:, None, None, None]
-        sd = np.asarray(self.params["input_sd"], np.float32)[:, None, None, None]
+            self.params_["input_mean"] = [float(v) for v in values.mean(axis=(0, 2))]
+            self.params_["input_sd"] = [float(v) or 1.0 for v in values.std(axis=(0, 2))]
+        mean = np.asarray(self.params_["input_mean"], np.float32)[:, None, None, None]
+        sd = np.asarray(self.params_["input_sd"], np.float32)[:, None, None, None]
         return (inputs - mean) / sd
 
-    def fit(self, X, y, *, seed: int = 0):
+    def fit(self, X, y):
         """``epochs`` passes of ``batch_size`` random blocks per training scan."""
-        torch.set_num_threads(self.threads)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        self.params.pop("input_mean", None)
+        rng = self._start_fit()
+        self.params_ = {**LOCAL_DEFAULTS, "voxel_mm": self.voxel_mm, **(self.settings or {})}
         inputs = self._inputs(X)  # (N, 2, x, y, z), scaled
         inside = self.brain_masks(X)  # (N, x, y, z), each scan's own brain
         y = np.asarray(y, np.float32)
-        window = self.params["window"]
+        window = self.params_["window"]
         centres = np.argwhere(inside.mean(axis=0) > 0.5)
         half = [(window // 2, window // 2)] * 3
         padded = np.pad(inputs, [(0, 0), (0, 0), *half])
         padded_inside = np.pad(inside, [(0, 0), *half])
-        self.network = LocalUNet(inputs.shape[1], self.params["widths"], float(y.mean()),
-                                 float(y.std() or 1.0), norm=self.params["norm"])  # fmt:skip
-        optimiser = torch.optim.Adam(self.network.parameters(), lr=self.params["learning_rate"])
-        steps = self.params.get("steps") or self.params["epochs"] * math.ceil(
-            len(y) / self.params["batch_size"]
+        self.network_ = LocalUNet(inputs.shape[1], self.params_["widths"], float(y.mean()),
+                                 float(y.std() or 1.0), norm=self.params_["norm"])  # fmt:skip
+        optimiser = torch.optim.Adam(self.network_.parameters(), lr=self.params_["learning_rate"])
+        steps = self.params_.get("steps") or self.params_["epochs"] * math.ceil(
+            len(y) / self.params_["batch_size"]
         )
-        self.params["steps_run"] = steps
-        decay = int(self.params["aux_decay_fraction"] * steps)
-        self.history = []
+        self.params_["steps_run"] = steps
+        decay = int(self.params_["aux_decay_fraction"] * steps)
+        self.history_ = []
         for step in range(steps):
-            self.network.train()
-            who = rng.integers(0, len(y), self.params["batch_size"])
+            self.network_.train()
+            who = rng.integers(0, len(y), self.params_["batch_size"])
             where = centres[rng.integers(0, len(centres), len(who))]
             corners = list(zip(who, where, strict=True))
             blocks = torch.as_tensor(np.stack([
@@ -254,39 +248,38 @@ class LocalAgeModel:
             mask = torch.as_tensor(np.stack([
                 padded_inside[i, cx:cx + window, cy:cy + window, cz:cz + window]
                 for i, (cx, cy, cz) in corners]), dtype=torch.float32)  # fmt:skip
-            voxel, aux = self.network(blocks)
+            voxel, aux = self.network_(blocks)
             loss = local_loss(voxel, aux, torch.as_tensor(y[who]), mask, aux_weight(step, decay))
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             if step % 50 == 0:
-                self.history.append({"step": step, "loss": loss.item()})
+                self.history_.append({"step": step, "loss": loss.item()})
             if (step + 1) % max(1, steps // 10) == 0:
                 logging.getLogger("bids_brainage").info(
                     "local-unet step %d/%d: loss %.3f", step + 1, steps, loss.item())
-        self.params["grid"] = list(np.asarray(X).shape[-3:])
+        self.params_["grid"] = list(np.asarray(X).shape[-3:])
         return self
 
     def brain_masks(self, X) -> np.ndarray:
         """Each scan's brain on the downsampled grid: GM + WM above ``mask_threshold``."""
-        raw = downsample(np.asarray(X, np.float32), self.params["factor"])
-        return raw.sum(axis=1) > self.params["mask_threshold"]
+        raw = downsample(np.asarray(X, np.float32), self.params_["factor"])
+        return raw.sum(axis=1) > self.params_["mask_threshold"]
 
     @torch.no_grad()
     def predict_maps(self, X) -> np.ndarray:
         """(N, 2, X, Y, Z) GM/WM maps → (N, X, Y, Z) local brain age on the same grid."""
-        torch.set_num_threads(self.threads)
-        self.network.eval()
+        self._start_predict()
         inputs = self._inputs(X)
         maps = []
 
         def predict(blocks):
-            return self.network(torch.as_tensor(blocks))[0].numpy()
+            return self.network_(torch.as_tensor(blocks))[0].numpy()
 
         for volume in inputs:
-            coarse = sliding_window(volume, predict, self.params["window"], self.params["core"])
+            coarse = sliding_window(volume, predict, self.params_["window"], self.params_["core"])
             fine = F.interpolate(torch.as_tensor(coarse)[None, None],
-                                 scale_factor=self.params["factor"], mode="trilinear",
+                                 scale_factor=self.params_["factor"], mode="trilinear",
                                  align_corners=False)[0, 0].numpy()  # fmt:skip
             grid = np.asarray(X).shape[-3:]
             maps.append(fine[: grid[0], : grid[1], : grid[2]])
@@ -295,21 +288,17 @@ class LocalAgeModel:
     def predict(self, X, mask: np.ndarray | None = None) -> np.ndarray:
         """Global brain age: the mean local brain age inside the brain (seed 002 §2.4)."""
         maps = self.predict_maps(X)
-        self.last_maps = maps  # cross-validation reads the maps behind the last prediction
-        inside = np.asarray(X).sum(axis=1) > self.params["mask_threshold"]
+        self.last_maps_ = maps  # cross-validation reads the maps behind the last prediction
+        inside = np.asarray(X).sum(axis=1) > self.params_["mask_threshold"]
         if mask is not None:
             inside = inside & mask
         return np.array([m[i].mean() for m, i in zip(maps, inside, strict=True)], np.float64)
 
-    def state(self):
-        return network_tensors(self.network), {"network": self.params}
+    def _build_network(self, tensors):
+        return LocalUNet(2, self.params_["widths"], norm=self.params_.get("norm", False))
 
-    @classmethod
-    def from_state(cls, tensors, params, threads: int = 1):
-        model = cls(params["network"], threads=threads)
-        network = LocalUNet(2, model.params["widths"], norm=model.params.get("norm", False))
-        model.network = restored(network, tensors)
-        return model
+    def _restore_params(self, params):
+        self.params_ = {**LOCAL_DEFAULTS, "voxel_mm": 2.0, **params["network"]}
 
 
 class LocalErrors:
@@ -326,7 +315,7 @@ class LocalErrors:
 
     def __call__(self, model, test) -> None:
         """Called right after ``model.predict(X[test])``, whose maps it reuses."""
-        for index, full in zip(test, model.last_maps, strict=True):
+        for index, full in zip(test, model.last_maps_, strict=True):
             local = full[self.mask]
             age = self.y[index]
             self.abs_error += np.abs(local - age)

@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 
 from .metrics import accuracy_metrics, conformal_halfwidth, summarise_folds
@@ -43,7 +44,7 @@ def outer_folds(participants, sites, split: str, n_splits: int, seed: int):
 
 
 def cross_validate(
-    make_model,
+    estimator,
     X,
     y,
     participants,
@@ -55,7 +56,8 @@ def cross_validate(
     fractions=(1.0,),
     on_fold=None,
 ) -> dict:
-    """Out-of-fold predictions and per-fold metrics of freshly fitted models.
+    """Out-of-fold predictions and per-fold metrics of clones of ``estimator``, fold k's
+    seeded with ``seed + k``.
 
     ``fractions`` < 1 refit on a random part of each training fold (the learning curve); the
     test folds stay the same. Returns metrics summarised over folds, the pooled out-of-fold
@@ -73,7 +75,7 @@ def cross_validate(
             if fraction < 1.0:
                 train = np.sort(rng.choice(train, max(5, int(round(fraction * len(train)))),
                                            replace=False))  # fmt:skip
-            model = make_model().fit(X[train], y[train], seed=seed + k)
+            model = clone(estimator).set_params(random_state=seed + k).fit(X[train], y[train])
             predicted[test] = model.predict(X[test])
             fold_of[test] = k
             logging.getLogger("bids_brainage").info(

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .local import DoubleConv, downsample, unet_pass
-from .networks import network_tensors, restored
+from .torch_base import TorchEstimator
 
 UNOISE_DEFAULTS = {
     "v_min": 1.0, "v_max": 5.0, "ratio": 10.0, "input_mm": 4.0, "widths": [4, 8, 16],
@@ -57,27 +57,27 @@ def pad_to_multiple(x: torch.Tensor, multiple: int = 4) -> torch.Tensor:
     return F.pad(x, pad)
 
 
-class UNoise:
+class UNoise(TorchEstimator):
     """The noise model of one frozen prediction model (fit / predict_maps / state)."""
 
-    def __init__(self, settings: dict | None = None, threads: int = 2, voxel_mm: float = 2.0):
-        self.params = {**UNOISE_DEFAULTS, "voxel_mm": voxel_mm, **(settings or {})}
-        self.threads = threads
-        self.network = None
-        self.history = []
+    kind = "unoise"
+    input = None  # that of the bundle it explains
+    role = "explainer"
+    differentiable = False
+    volume_input = True
 
     @property
     def factor(self) -> int:
-        return max(1, round(self.params["input_mm"] / self.params["voxel_mm"]))
+        return max(1, round(self.params_["input_mm"] / self.params_["voxel_mm"]))
 
     def _scaled(self, X: np.ndarray) -> torch.Tensor:
         """Downsampled, divided by each channel's within-brain SD, padded to a multiple of 4."""
-        sd = np.asarray(self.params["input_sd"], np.float32)[:, None, None, None]
+        sd = np.asarray(self.params_["input_sd"], np.float32)[:, None, None, None]
         small = downsample(np.asarray(X, np.float32), self.factor) / sd
         return pad_to_multiple(torch.as_tensor(small))
 
     def _mask(self, small: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._mask_from_logits(self.network(small), grid)
+        return self._mask_from_logits(self.network_(small), grid)
 
     def _mask_from_logits(self, logits: torch.Tensor, grid) -> tuple[torch.Tensor, torch.Tensor]:
         """Noise-model logits → mask on the model's grid and upsampled to ``grid``."""
@@ -86,17 +86,16 @@ class UNoise:
                              align_corners=False)  # fmt:skip
         return coarse[:, 0], fine[:, 0, : grid[0], : grid[1], : grid[2]]
 
-    def fit(self, X, y, predictor, *, seed: int = 0):
+    def fit(self, X, y, predictor):
         """Pretrain as an autoencoder, then train the mask against the frozen ``predictor``
         (a differentiable torch function (N, C, X, Y, Z) → (N,) ages).
         """
-        torch.set_num_threads(self.threads)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
+        rng = self._start_fit()
+        self.params_ = {**UNOISE_DEFAULTS, "voxel_mm": self.voxel_mm, **(self.settings or {})}
         X = np.asarray(X, np.float32)
         y = torch.as_tensor(np.asarray(y, np.float32))
-        brain = X.sum(axis=1) > self.params["mask_threshold"]
-        self.params["input_sd"] = [float(X[:, c][brain].std()) or 1.0 for c in range(X.shape[1])]
+        brain = X.sum(axis=1) > self.params_["mask_threshold"]
+        self.params_["input_sd"] = [float(X[:, c][brain].std()) or 1.0 for c in range(X.shape[1])]
         small = self._scaled(X)
         brain_small = pad_to_multiple(
             torch.as_tensor(
@@ -104,26 +103,26 @@ class UNoise:
             )[:, None]
         )[:, 0]
         channels, grid = X.shape[1], X.shape[-3:]
-        size, lr = self.params["batch_size"], self.params["learning_rate"]
-        self.network = NoiseUNet(channels, self.params["widths"], out_channels=channels)
-        optimiser = torch.optim.Adam(self.network.parameters(), lr=lr)
-        self.history = []
-        for step in range(self.params["pretrain_steps"]):
+        size, lr = self.params_["batch_size"], self.params_["learning_rate"]
+        self.network_ = NoiseUNet(channels, self.params_["widths"], out_channels=channels)
+        optimiser = torch.optim.Adam(self.network_.parameters(), lr=lr)
+        self.history_ = []
+        for step in range(self.params_["pretrain_steps"]):
             batch = small[rng.integers(0, len(X), size)]
-            loss = F.mse_loss(self.network(batch), batch)
+            loss = F.mse_loss(self.network_(batch), batch)
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
             if step % 25 == 0:
-                self.history.append({"phase": "autoencoder", "step": step, "loss": loss.item()})
-        self.network.head = nn.Conv3d(self.params["widths"][0], 1, 1)
-        optimiser = torch.optim.Adam(self.network.parameters(), lr=lr)
-        sd = torch.as_tensor(self.params["input_sd"])[None, :, None, None, None]
-        low, high, ratio = self.params["v_min"], self.params["v_max"], self.params["ratio"]
+                self.history_.append({"phase": "autoencoder", "step": step, "loss": loss.item()})
+        self.network_.head = nn.Conv3d(self.params_["widths"][0], 1, 1)
+        optimiser = torch.optim.Adam(self.network_.parameters(), lr=lr)
+        sd = torch.as_tensor(self.params_["input_sd"])[None, :, None, None, None]
+        low, high, ratio = self.params_["v_min"], self.params_["v_max"], self.params_["ratio"]
         full = torch.as_tensor(X)
-        for step in range(self.params["steps"]):
+        for step in range(self.params_["steps"]):
             who = torch.as_tensor(rng.integers(0, len(X), size))
-            logits = self.network(small[who])
+            logits = self.network_(small[who])
             coarse, fine = self._mask_from_logits(logits, grid)
             noise_sd = (low + (high - low) * fine)[:, None] * sd
             noisy = full[who] + noise_sd * torch.randn(full[who].shape)
@@ -135,11 +134,11 @@ class UNoise:
             loss.backward()
             optimiser.step()
             if step % 25 == 0:
-                self.history.append({"phase": "noise", "step": step, "loss": loss.item(),
+                self.history_.append({"phase": "noise", "step": step, "loss": loss.item(),
                                      "prediction_mse": prediction_term.item(),
                                      "mean_mask": float(coarse.detach()[inside].mean())
                                      })  # fmt:skip
-        self.params["grid"] = list(grid)
+        self.params_["grid"] = list(grid)
         return self
 
     @torch.no_grad()
@@ -147,8 +146,7 @@ class UNoise:
         """(N, C, X, Y, Z) inputs → (N, X, Y, Z) masks in (0, 1): the noise each voxel tolerates
         between ``v_min`` (0) and ``v_max`` (1).
         """
-        torch.set_num_threads(self.threads)
-        self.network.eval()
+        self._start_predict()
         X = np.asarray(X, np.float32)
         return self._mask(self._scaled(X), X.shape[-3:])[1].numpy()
 
@@ -163,25 +161,21 @@ class UNoise:
         X = np.asarray(X, np.float32)
         full = torch.as_tensor(X)
         fine = torch.as_tensor(self.predict_maps(X))
-        sd = torch.as_tensor(self.params["input_sd"])[None, :, None, None, None]
-        low, high = self.params["v_min"], self.params["v_max"]
+        sd = torch.as_tensor(self.params_["input_sd"])[None, :, None, None, None]
+        low, high = self.params_["v_min"], self.params_["v_max"]
         noisy = full + (low + (high - low) * fine)[:, None] * sd * torch.randn(
             full.shape, generator=generator
         )
         y = np.asarray(y, float)
         clean_mae = float(np.mean(np.abs(predictor(full).numpy() - y)))
         noisy_mae = float(np.mean(np.abs(predictor(noisy).numpy() - y)))
-        brain = X.sum(axis=1) > self.params["mask_threshold"]
+        brain = X.sum(axis=1) > self.params_["mask_threshold"]
         return {"clean_mae": clean_mae, "noisy_mae": noisy_mae,
                 "mean_mask_in_brain": float(fine.numpy()[brain].mean())}  # fmt:skip
 
-    def state(self):
-        return network_tensors(self.network), {"network": self.params}
-
-    @classmethod
-    def from_state(cls, tensors, params, threads: int = 1):
-        model = cls(params["network"], threads=threads)
+    def _build_network(self, tensors):
         channels = tensors["enc1.conv1.weight"].shape[1]
-        network = NoiseUNet(channels, model.params["widths"], out_channels=1)
-        model.network = restored(network, tensors)
-        return model
+        return NoiseUNet(channels, self.params_["widths"], out_channels=1)
+
+    def _restore_params(self, params):
+        self.params_ = {**UNOISE_DEFAULTS, "voxel_mm": 2.0, **params["network"]}

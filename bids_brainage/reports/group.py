@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from ..stats.analysis import first_scans, group_order, is_control  # noqa: E402
 from ..stats.compare import roc_curve_points  # noqa: E402
 from ..utils.io import write_text_atomic  # noqa: E402
-from .models import _save, voxel_map_figure  # noqa: E402
+from .model_card import _save, voxel_map_figure  # noqa: E402
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
          "collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 7px;font-size:90%}"
@@ -113,7 +113,7 @@ def _table(frame: pd.DataFrame, columns: list[str]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def methods_paragraph(results, config) -> str:
+def methods_paragraph(results) -> str:
     """A methods/results paragraph with the numbers, ready to paste."""
     parts = []
     for model, analysis in results.models.items():
@@ -185,14 +185,14 @@ def _list_section(title: str, lines: list[str], css: str = "") -> str:
     return f'<h2>{title}</h2><ul class="{css}">{items}</ul>'
 
 
-def write_group_report(results, config, written: list[Path], root: Path) -> Path:
+def write_group_report(results, control_labels, written: list[Path], root: Path) -> Path:
     """Write ``root/group.html`` and its figures under ``root/group/figures``; ``root`` is
     the staging tree that becomes OUTPUT_DIR's group outputs, so links are relative to it.
     """
     output_dir = Path(root)
     figures = output_dir / "group" / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    labels = config.models.control_labels
+    labels = control_labels
     sections = []
     scans = results.scans
     excluded = scans[scans["excluded"].notna()]
@@ -264,38 +264,38 @@ def write_group_report(results, config, written: list[Path], root: Path) -> Path
         sections.append("<h3>ROI group comparisons</h3>" + _table(
             top, ["roi", "measure", "group1", "group2", "n1", "n2", "difference", "t", "df", "p",
                   "p_bonferroni", "p_fdr", "cohens_d"]))  # fmt:skip
-    if results.voxelwise is not None and results.voxelwise["maps"]:
+    if results.voxelwise is not None and results.voxelwise.maps:
         vox = results.voxelwise
         parts = [
-            f"<h2>Voxel-wise ({vox['n_maps']} local maps, {vox['n_pairs']} rescan pairs)</h2>"
+            f"<h2>Voxel-wise ({vox.n_maps} local maps, {vox.n_pairs} rescan pairs)</h2>"
         ]
-        for desc, volume in vox["maps"].items():
+        for desc, volume in vox.maps.items():
             if desc.endswith(("p", "pfdr")):
                 continue
             shown = volume[..., 0] if volume.ndim == 4 else volume
-            title = desc if volume.ndim == 3 else f"{desc} (age bin {vox['bias_bins'][0]})"
-            figure = voxel_map_figure(shown, vox["mask"], title, figures / f"map_{desc}.png",
+            title = desc if volume.ndim == 3 else f"{desc} (age bin {vox.bias_bins[0]})"
+            figure = voxel_map_figure(shown, vox.mask, title, figures / f"map_{desc}.png",
                                       symmetric=desc != "icc")  # fmt:skip
             parts.append(img(figure, desc))
-        for failure in vox["failures"]:
+        for failure in vox.failures:
             parts.append(f'<p class="note">{html.escape(failure)}</p>')
         sections.append("".join(parts))
     for method, imp in results.importance.items():
-        if not imp["maps"]:
+        if not imp.maps:
             sections.append(_list_section(f"Population importance ({method}): no readable map",
-                                          imp["failures"], "note"))  # fmt:skip
+                                          imp.failures, "note"))  # fmt:skip
             continue
         parts = [
-            f"<h2>Population importance ({imp['n_maps']} {method} maps; "
-            f"{imp['counts']['under30']} under 30, {imp['counts']['over60']} over 60)</h2>"
+            f"<h2>Population importance ({imp.n_maps} {method} maps; "
+            f"{imp.counts['under30']} under 30, {imp.counts['over60']} over 60)</h2>"
         ]
-        for desc, volume in imp["maps"].items():
-            figure = voxel_map_figure(volume, imp["mask"], desc, figures / f"map_{desc}.png")
+        for desc, volume in imp.maps.items():
+            figure = voxel_map_figure(volume, imp.mask, desc, figures / f"map_{desc}.png")
             parts.append(img(figure, desc))
-        for failure in imp["failures"]:
+        for failure in imp.failures:
             parts.append(f'<p class="note">{html.escape(failure)}</p>')
         sections.append("".join(parts))
-    sections.append("<h2>Methods</h2>" + methods_paragraph(results, config))
+    sections.append("<h2>Methods</h2>" + methods_paragraph(results))
     sections.append(
         "<h2>Files</h2><ul>"
         + "".join(f"<li>{html.escape(p.relative_to(output_dir).as_posix())}</li>" for p in written)

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 from pathlib import Path
 
 import nibabel as nb
 import numpy as np
 
 from ..preprocessing.intensity import V2_GM_PEAK, V2_WM_PEAK
+from ..utils.derivatives import ScanDerivatives
 from ..utils.io import atomic_path, write_text_atomic
+
+LOGGER = logging.getLogger("bids_brainage")
 
 SERIOUS_FLAGS = {
     "registration_failed", "implausible_brain_volume", "implausible_tissue_fractions",
@@ -86,24 +90,21 @@ def _load(path: Path) -> np.ndarray:
     return np.asanyarray(nb.load(str(path)).dataobj, dtype=np.float32)
 
 
-def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, str]:
-    """Write the three figures of one scan; return their paths relative to OUTPUT_DIR."""
-    space = qc["template"]["name"]
-    template_res = qc["template"]["resolution"]
-    t1w = _load(anat / f"{stem}_desc-preproc_T1w.nii.gz")
-    mask = _load(anat / f"{stem}_desc-brain_mask.nii.gz") > 0.5
-    gm = _load(anat / f"{stem}_label-GM_probseg.nii.gz")
-    wm = _load(anat / f"{stem}_label-WM_probseg.nii.gz")
+def scan_figures(scan: ScanDerivatives, qc: dict) -> dict[str, Path]:
+    """Write the figures of one scan into its subject's figures folder; return their paths."""
+    space = scan.template
+    t1w = _load(scan.native("T1w", desc="preproc"))
+    mask = _load(scan.native("mask", desc="brain")) > 0.5
+    gm = _load(scan.native("probseg", label="GM"))
+    wm = _load(scan.native("probseg", label="WM"))
     out = {}
-    target = figures / f"{stem}_desc-brainmask_T1w.png"
+    target = scan.figure("brainmask")
     overlays = [(mask.astype(float), 0.5, "red"), (gm, 0.5, "yellow"), (wm, 0.5, "cyan")]
     _contour_figure(t1w, overlays, target, "brain mask (red), GM (yellow), WM (cyan) boundaries")
     out["segmentation"] = target
-    registered = _load(anat / f"{stem}_space-{space}_res-{template_res}_desc-preproc_T1w.nii.gz")
-    template_gm = _load(
-        anat / f"{stem}_space-{space}_res-{template_res}_label-GM_desc-modulated_probseg.nii.gz"
-    )
-    target = figures / f"{stem}_space-{space}_desc-registration_T1w.png"
+    registered = _load(scan.template_t1w("preproc"))
+    template_gm = _load(scan.tissue_map("GM"))
+    target = scan.figure("registration", space=space)
     outline = _template_outline(qc)
     overlays = [(outline, 0.5, "lime")] if outline is not None else []
     overlays.append((template_gm, 0.5, "yellow"))
@@ -111,10 +112,10 @@ def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, st
                     f"registered to {space}: template brain outline (green), "
                     "this brain's GM (yellow)")  # fmt:skip
     out["registration"] = target
-    v2 = _load(anat / f"{stem}_desc-normv2_T1w.nii.gz")
+    v2 = _load(scan.native("T1w", desc="normv2"))
     peaks = qc.get("measures", {})
     v1 = np.where(mask, t1w / max(peaks.get("wm_peak", 1.0), 1e-6), 0)
-    target = figures / f"{stem}_desc-histogram_T1w.png"
+    target = scan.figure("histogram")
     _histogram_figure(t1w, v1, v2, mask, peaks, target)
     out["histogram"] = target
     maps = (("local", "local brain age (years)"),
@@ -122,12 +123,12 @@ def scan_figures(anat: Path, stem: str, qc: dict, figures: Path) -> dict[str, st
             ("occlusion", "occlusion importance (change of predicted age, years)"),
             ("unoise", "U-noise importance (1 - tolerated noise)"))  # fmt:skip
     for desc, title in maps:
-        path = anat / f"{stem}_space-{space}_res-{template_res}_desc-{desc}_brainage.nii.gz"
+        path = scan.brainage_map(desc)
         if path.exists():
-            from .models import voxel_map_figure
+            from .model_card import voxel_map_figure
 
             volume = _load(path)
-            target = figures / f"{stem}_space-{space}_desc-{desc}_brainage.png"
+            target = scan.figure(desc, "brainage", space)
             out[title] = voxel_map_figure(volume, volume != 0, title, target,
                                           symmetric=desc not in ("local", "unoise"))  # fmt:skip
     return out
@@ -216,26 +217,26 @@ def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str
     ``failures`` maps scan keys (``sub-01_ses-2``) of this participant to their reasons.
     """
     output_dir = Path(output_dir)
-    qc_files = sorted((output_dir / f"sub-{subject}").glob("**/anat/*_qc.json"))
+    qc_files = ScanDerivatives.find_qc(output_dir, subject)
     if not qc_files and not failures:
         return None
-    figures = output_dir / f"sub-{subject}" / "figures"
     sections = []
     for qc_file in qc_files:
         qc = json.loads(qc_file.read_text())
-        stem = qc_file.name.removesuffix("_qc.json")
-        images = scan_figures(qc_file.parent, stem, qc, figures)
+        scan = ScanDerivatives.from_qc(output_dir, qc)
+        stem = scan.stem
+        images = scan_figures(scan, qc)
         pictures = "".join(
             f'<h3>{name}</h3><img src="{path.relative_to(output_dir).as_posix()}" alt="{name}">'
             for name, path in images.items()
         )
-        scan, template = qc["scan"], qc["template"]
+        about, template = qc["scan"], qc["template"]
         sections.append(
             f"<h2>{html.escape(stem)}</h2>"
-            f"<p>Source: {html.escape(scan['source'])}; site {html.escape(scan['site'])}"
-            f" ({html.escape(scan['site_source'])}); template "
+            f"<p>Source: {html.escape(about['source'])}; site {html.escape(about['site'])}"
+            f" ({html.escape(about['site_source'])}); template "
             f"{html.escape(template['name'])} ({html.escape(template['source'])}).</p>"
-            f"{_brainage_table(qc_file.parent / f'{stem}_brainage.tsv')}"
+            f"{_brainage_table(scan.brainage)}"
             f"{_flags(qc.get('flags', []))}{pictures}<h3>QC numbers</h3>{_qc_table(qc)}"
         )
     for key, reason in sorted(failures.items()):
@@ -249,3 +250,15 @@ def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str
         + "</body></html>\n"
     )
     return write_text_atomic(output_dir / f"sub-{subject}.html", page)
+
+
+def write_subject_reports(output_dir: Path, subjects: set[str], failed: dict[str, str]) -> None:
+    """One HTML report per participant, from what was committed; ``failed`` maps scan keys to
+    their reasons. A report that cannot be written never costs the results themselves.
+    """
+    for subject in sorted(subjects):
+        mine = {k: why for k, why in failed.items() if k.split("_")[0] == f"sub-{subject}"}
+        try:
+            write_subject_report(output_dir, subject, mine)
+        except Exception as err:
+            LOGGER.warning("sub-%s: report not written (%s: %s)", subject, type(err).__name__, err)

