@@ -41,8 +41,8 @@ def rng():
 def synthetic_dataset(tmp_path_factory):
     """Four participants on three sites (RAS uint8 2 mm; LPS int16 2.4 mm; PSR float32
     1.8 x 1.8 x 3 mm tilted 8 degrees), one rescan, one patient."""
-    from bids_brainage.testing.acquisition import DEFAULT_SITES
-    from bids_brainage.testing.synthetic import make_dataset
+    from bids_brainage.synthetic.acquisition import DEFAULT_SITES
+    from bids_brainage.synthetic.dataset import make_dataset
 
     root = tmp_path_factory.mktemp("synthetic")
     truth = make_dataset(
@@ -53,7 +53,7 @@ def synthetic_dataset(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def bad_kit(tmp_path_factory):
-    from bids_brainage.testing.badkit import make_bad_input_kit
+    from tests.helpers.badkit import make_bad_input_kit
 
     root = tmp_path_factory.mktemp("badkit")
     expected = make_bad_input_kit(root)
@@ -89,6 +89,6 @@ def relative_files(folder: Path) -> list[str]:
 def feature_dataset(tmp_path_factory):
     """Participant-level features of 40 synthetic brains (6 mm grid, sites A and B, ages
     20-80) written directly, with no preprocessing: for training every model kind quickly."""
-    from bids_brainage.testing.features import make_feature_derivatives
+    from tests.helpers.features import make_feature_derivatives
 
     return make_feature_derivatives(tmp_path_factory.mktemp("features"), 40, seed=1)

@@ -16,14 +16,14 @@ from pathlib import Path
 import nibabel as nb
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
 from bids_brainage import __version__
 from bids_brainage.cli.run import main
 from bids_brainage.utils.bids import run_bids_validator
+from tests.conftest import relative_files, tree_digest
 
-from .conftest import relative_files, tree_digest
-
-GOLDEN = Path(__file__).parent / "data" / "expected_synthetic_outputs.txt"
+GOLDEN = Path(__file__).parents[1] / "data" / "expected_synthetic_outputs.txt"
 FULL_PIPELINE_OK = ["sub-good1", "sub-somenans", "sub-oblique", "sub-flipped", "sub-skullstripped"]
 
 
@@ -212,6 +212,15 @@ def test_group_table_matches_ground_truth(synthetic_run):
     assert bias.loc[0, "reference"].startswith(f"out-of-fold predictions of the bundle {model}")
     groups = pd.read_csv(synthetic_run["out"] / "group/group_desc-groups_stats.tsv", sep="\t")
     assert set(zip(groups.group1, groups.group2, strict=False)) == {("PT", "HC")}
+    # the Welch test of the corrected brain-PAD is scipy's on the per-scan values written
+    # (one patient here: the difference is defined, t is not)
+    row = groups[(groups["measure"] == "brain_pad_corrected")].iloc[0]
+    once = table.drop_duplicates("participant_id")
+    values = once.set_index("group")[f"{model}_brain_pad_corrected"]
+    expected = scipy_stats.ttest_ind(values.loc[["PT"]], values.loc[["HC"]], equal_var=False)
+    assert row["t"] == pytest.approx(expected.statistic, rel=1e-2, nan_ok=True)  # TSVs rounded
+    difference = values.loc[["PT"]].mean() - values.loc[["HC"]].mean()
+    assert row["difference"] == pytest.approx(difference, abs=0.02)
     page = (synthetic_run["out"] / "group.html").read_text()
     for figure in ("scatter", "pad", "roc"):
         assert f"{model.replace('-', '_')}_{figure}.png" in page

@@ -14,7 +14,7 @@ from bids_brainage import __version__
 from bids_brainage.cli import parser as cli
 from bids_brainage.cli import safety
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 

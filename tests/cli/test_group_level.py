@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from bids_brainage.cli.run import main
-from bids_brainage.testing.predictions import make_prediction_derivatives, map_geometry
+from bids_brainage.synthetic.predictions import make_prediction_derivatives, map_geometry
 
 
 def _run(data, tmp_path, *extra):
@@ -91,7 +91,17 @@ def test_population_importance_finds_the_planted_region(effect_run):
     assert (labels[top] == 2).mean() > 0.6  # mostly inside the region the model relies on
     sidecar = json.loads(next(group.glob("*desc-importanceover60_statmap.json")).read_text())
     assert "over 60" in sidecar["Description"] and sidecar["NumberOfMaps"] == 280
-    assert next(group.glob("*desc-importanceunder30_statmap.nii.gz"))
+    under30 = nib.load(next(group.glob("*desc-importanceunder30_statmap.nii.gz"))).get_fdata()
+    # recomputed from the per-scan occlusion maps: |importance| averaged over the first scans
+    # of participants under 30
+    participants = pd.read_csv(data["bids"] / "participants.tsv", sep="\t")
+    young = set(participants.loc[participants["age"] < 30, "participant_id"])
+    first = {}
+    for file in sorted(data["derivatives"].glob("sub-*/**/anat/*desc-occlusion_brainage.nii.gz")):
+        first.setdefault(file.name.split("_")[0], file)  # sorted: the first session first
+    maps = [np.abs(nib.load(f).get_fdata()) for sub, f in first.items() if sub in young]
+    assert maps
+    np.testing.assert_allclose(under30, np.mean(maps, axis=0), rtol=1e-5, atol=1e-6)
 
 
 def test_report_has_every_figure(effect_run):

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from bids_brainage.cli.run import main
-from bids_brainage.testing.predictions import make_prediction_derivatives
+from bids_brainage.synthetic.predictions import make_prediction_derivatives
 from bids_brainage.utils.derivatives import write_failure_record
 
 

@@ -15,9 +15,8 @@ from bids_brainage.cli import group as group_module
 from bids_brainage.cli import run as run_module
 from bids_brainage.cli.run import main
 from bids_brainage.cli.safety import EXIT_CANNOT_WRITE, EXIT_INTERNAL, EXIT_NO_SPACE
-from bids_brainage.testing.predictions import make_prediction_derivatives
-
-from .conftest import tree_digest
+from bids_brainage.synthetic.predictions import make_prediction_derivatives
+from tests.conftest import tree_digest
 
 
 def _group(data, work, *extra):

@@ -13,8 +13,7 @@ from bids_brainage.cli.run import main
 from bids_brainage.preprocessing.intensity import V2_GM_PEAK, V2_WM_PEAK, intensity_peak
 from bids_brainage.utils.bids import run_bids_validator
 from bids_brainage.utils.templates import resolve_template
-
-from .conftest import relative_files, tree_digest
+from tests.conftest import relative_files, tree_digest
 
 pytestmark = pytest.mark.integration
 SUBJECTS = ["IXI443", "IXI096"]  # 69-year-old and 27-year-old men

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from bids_brainage.cli.run import main
-from bids_brainage.testing.nuisance import TRANSFORMS
+from bids_brainage.synthetic.nuisance import TRANSFORMS
 
 pytestmark = pytest.mark.integration
 SUBJECTS = {"IXI096": 27.0, "IXI443": 69.0}  # ages rounded; only differences are compared

@@ -1,11 +1,18 @@
 """The participant graph builds on a fake BIDS skeleton (nothing runs)."""
 
+from dataclasses import replace
+
+import pytest
+
 from bids_brainage.config import Config, ExecutionSettings, WorkflowSettings
-from bids_brainage.testing.skeleton import make_skeleton
+from bids_brainage.models.bundle import load_bundle, resolve_bundle
+from bids_brainage.models.kinds import BundlePlan
+from bids_brainage.utils.atlas import harvard_oxford
 from bids_brainage.utils.bids import collect_t1w
 from bids_brainage.utils.templates import resolve_template
 from bids_brainage.workflows.anatomical import init_anat_preproc_wf, init_conform_wf
 from bids_brainage.workflows.base import init_brainage_wf, methods_text
+from tests.helpers.skeleton import make_skeleton
 
 
 def make_config(tmp_path, bids_dir):
@@ -75,3 +82,39 @@ def test_anat_preproc_wf_contract(tmp_path):
         names = workflow.get_node(step).list_node_names()
         assert "inputnode" in names and "outputnode" in names and len(names) == 3
     assert methods_text(workflow).count("Atropos") == 1
+
+
+PLANS = {
+    "age only": ["default"],
+    "age and local maps": ["default", "default-local"],
+    "age and U-noise": ["default", "default-unoise"],
+    "every map": ["default", "default-local", "default-unoise"],
+}
+
+
+@pytest.mark.parametrize("with_age", [True, False], ids=["age", "no age"])
+@pytest.mark.parametrize("plan_name", list(PLANS))
+def test_every_branch_of_the_plan_wires_and_expands(tmp_path, plan_name, with_age):
+    """Each combination of bundle roles builds a graph whose every connection names real
+    fields: Nipype's expansion, as the scheduler does it, runs without error."""
+    from nipype.pipeline.engine.utils import generate_expanded_graph
+
+    bundles = [load_bundle(resolve_bundle(name)) for name in PLANS[plan_name]]
+    bids_dir = make_skeleton(tmp_path / "bids", ["sub-01/anat/sub-01_T1w.nii.gz"])
+    config = make_config(tmp_path, bids_dir)
+    config.models.plan = BundlePlan.of([b.describe() for b in bundles])
+    if config.models.plan.local is not None:
+        template = resolve_template(tmp_path / "templates")
+        labels, names = harvard_oxford(template, tmp_path / "templates")
+        config.models.atlas = {"labels": str(labels), "names": names, "source": "test"}
+    scans = [replace(s, age=50.0 if with_age else None) for s in collect_t1w(bids_dir)]
+    workflow = init_brainage_wf(config, scans)
+    expanded = generate_expanded_graph(workflow._create_flat_graph())
+    names = {node.fullname for node in expanded.nodes()}
+    wanted = {"occlusion": True, "predict_local": "local" in plan_name or "every" in plan_name,
+              "unoise": "U-noise" in plan_name or "every" in plan_name}  # fmt:skip
+    for node, present in wanted.items():
+        assert any(n.endswith(f".{node}") for n in names) == present, node
+    # the local brain-PAD map needs an age; a missing sink or connection would fail above
+    pad_sink = any(n.endswith(".ds_pad_map") for n in names)
+    assert pad_sink == (with_age and wanted["predict_local"])

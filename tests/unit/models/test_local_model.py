@@ -86,8 +86,9 @@ def test_local_model_learns_a_planted_age_signal():
         X[i, 1][inside] = 0.4
         X[i] += rng.normal(0, 0.01, X[i].shape) * inside
     model = LocalAgeModel({"widths": [4, 8, 8], "window": 16, "core": 8, "steps": 150,
-                           "batch_size": 4, "input_mm": 4.0}, threads=2)  # fmt:skip
-    model.fit(X[:18], ages[:18], seed=1)
+                           "batch_size": 4, "input_mm": 4.0}, threads=2,
+                          random_state=1)  # fmt:skip
+    model.fit(X[:18], ages[:18])
     maps = model.predict_maps(X[18:])
     assert maps.shape == (6, *shape) and np.isfinite(maps).all()
     predicted = model.predict(X[18:])
@@ -104,6 +105,7 @@ def test_local_kind_trains_through_the_command_and_round_trips(feature_dataset, 
     from bids_brainage.cli.run import main
     from bids_brainage.models.bundle import load_bundle
     from bids_brainage.models.inputs import ScanFeatures
+    from bids_brainage.utils.derivatives import ScanDerivatives
 
     out = feature_dataset["derivatives"]
     code = main([str(feature_dataset["bids"]), str(out), "group", "--train-model", "syn-local",
@@ -117,7 +119,8 @@ def test_local_kind_trains_through_the_command_and_round_trips(feature_dataset, 
     assert (folder / "voxel_mae.nii.gz").is_file() and "voxel_mae.nii.gz" in card["files"]
     assert "Median within-participant MAE" in (folder / "model_card.md").read_text()
     bundle = load_bundle(folder, threads=1)
-    features = ScanFeatures.from_derivatives(out, {"subject": "s000"}, "MNI152NLin2009cSym", "6")
+    features = ScanFeatures(**ScanDerivatives(out, {"subject": "s000"}, "MNI152NLin2009cSym",
+                                              "6").model_inputs())
     first, second = bundle.predict_local(features), load_bundle(folder).predict_local(features)
     np.testing.assert_array_equal(first, second)
     assert first.shape == tuple(card["contract"]["grid"]["shape"])

@@ -15,21 +15,22 @@ from bids_brainage.cli.run import main
 from bids_brainage.models.bundle import (
     BundleError,
     load_bundle,
-    make_estimator,
     resolve_bundle,
     save_bundle,
 )
 from bids_brainage.models.classical import block_average
 from bids_brainage.models.inputs import ScanFeatures, load_inputs
+from bids_brainage.models.kinds import make_estimator
 from bids_brainage.models.training import cross_validate
+from bids_brainage.utils.derivatives import ScanDerivatives
 
 TEMPLATE = {"name": "MNI152NLin2009cSym", "resolution": 6}
 
 
 def _design(feature_dataset, kind):
     truth = feature_dataset["truth"]
-    features = [ScanFeatures.from_derivatives(feature_dataset["derivatives"],
-                                              {"subject": p[4:]}, TEMPLATE["name"], "6")
+    features = [ScanFeatures(**ScanDerivatives(feature_dataset["derivatives"], {"subject": p[4:]},
+                                               TEMPLATE["name"], "6").model_inputs())
                 for p in truth["participant_id"]]  # fmt:skip
     return np.stack([load_inputs(f, kind) for f in features]), truth
 
@@ -48,7 +49,7 @@ def test_classical_kinds_recover_age_better_than_the_median(feature_dataset, kin
     input_kind = {"hist-linear": "histogram", "hist-gbm": "histogram", "tissue-linear": "tissue",
                   "tissue-gpr": "tissue"}  # fmt:skip
     X, truth = _design(feature_dataset, input_kind[kind])
-    result = cross_validate(lambda: make_estimator(kind), X, truth["age"].to_numpy(),
+    result = cross_validate(make_estimator(kind), X, truth["age"].to_numpy(),
                             truth["participant_id"], truth["site"], split="random",
                             n_splits=4, seed=0)  # fmt:skip
     metrics = result["metrics"]
@@ -60,9 +61,9 @@ def test_classical_kinds_recover_age_better_than_the_median(feature_dataset, kin
 
 def test_tissue_linear_chooses_its_downsampling_factor_by_inner_cv(feature_dataset):
     X, truth = _design(feature_dataset, "tissue")
-    model = make_estimator("tissue-linear").fit(X, truth["age"].to_numpy(), seed=0)
-    assert set(model.curve) == set(model.factors)
-    assert model.factor == min(model.curve, key=model.curve.get)
+    model = make_estimator("tissue-linear").fit(X, truth["age"].to_numpy())
+    assert set(model.curve_) == set(model.factors)
+    assert model.factor_ == min(model.curve_, key=model.curve_.get)
 
 
 def test_tissue_gpr_predicts_as_scikit_learn_and_torch_and_survives_a_round_trip(
@@ -73,15 +74,15 @@ def test_tissue_gpr_predicts_as_scikit_learn_and_torch_and_survives_a_round_trip
 
     X, truth = _design(feature_dataset, "tissue")
     y = truth["age"].to_numpy(float)
-    model = make_estimator("tissue-gpr").fit(X[:24], y[:24], seed=0)
-    k = model.kernel
+    model = make_estimator("tissue-gpr").fit(X[:24], y[:24])
+    k = model.kernel_
     # the fitted kernel, fixed, in scikit-learn's own GP on the same scores (noise as alpha)
     kernel = (ConstantKernel(k["rbf_amplitude"]) * RBF(k["length_scale"])
               + ConstantKernel(k["linear_amplitude"]) * DotProduct(k["sigma_0"]))  # fmt:skip
     reference = GaussianProcessRegressor(kernel, alpha=k["noise"], optimizer=None).fit(
-        model.train_scores, (y[:24] - model.age_mean) / model.age_sd)  # fmt:skip
-    small = block_average(X[24:], model.factor).reshape(len(X) - 24, -1)[:, model.voxels]
-    expected = reference.predict(model._scores(small)) * model.age_sd + model.age_mean
+        model.train_scores_, (y[:24] - model.age_mean_) / model.age_sd_)  # fmt:skip
+    small = block_average(X[24:], model.factor_).reshape(len(X) - 24, -1)[:, model.voxels_]
+    expected = reference.predict(model._scores(small)) * model.age_sd_ + model.age_mean_
     np.testing.assert_allclose(model.predict(X[24:]), expected, rtol=1e-6, atol=1e-6)
     with torch.no_grad():
         as_torch = model.torch_predict(torch.as_tensor(X[24:], dtype=torch.float64)).numpy()
@@ -96,8 +97,8 @@ def test_network_kinds_train_save_and_reload_bit_identically(feature_dataset, ki
     X, truth = _design(feature_dataset, "t1w")
     y = truth["age"].to_numpy()
     model = make_estimator(kind, affine=feature_dataset["affine"],
-                           settings={"epochs": 2}, threads=1).fit(X[:12], y[:12], seed=0)  # fmt:skip
-    assert len(model.history) == 2
+                           settings={"epochs": 2}, threads=1).fit(X[:12], y[:12])  # fmt:skip
+    assert len(model.history_) == 2
     predicted = model.predict(X[12:16])
     assert predicted.shape == (4,) and np.all(np.isfinite(predicted))
     card = {"name": kind, "kind": kind, "interval": {"coverage": 0.9, "halfwidth": 9.0},
@@ -105,8 +106,8 @@ def test_network_kinds_train_save_and_reload_bit_identically(feature_dataset, ki
     bundle = save_bundle(tmp_path / kind, card, estimator=model)
     assert (tmp_path / kind / "weights.safetensors").exists()
     np.testing.assert_array_equal(bundle.estimator.predict(X[12:16]), predicted)
-    for name, tensor in model.network.state_dict().items():
-        assert torch.equal(tensor, bundle.estimator.network.state_dict()[name])
+    for name, tensor in model.network_.state_dict().items():
+        assert torch.equal(tensor, bundle.estimator.network_.state_dict()[name])
     # the differentiable form U-noise trains against gives the same ages, with input gradients
     inputs = torch.as_tensor(X[12:16]).requires_grad_(True)
     ages = bundle.torch_predict()(inputs)
@@ -173,7 +174,7 @@ def test_bundle_reload_is_bit_identical_and_never_unpickles(
     monkeypatch.setattr(torch, "load", refuse)
     np.testing.assert_array_equal(load_bundle(path).predict_inputs({"tissue": X}), first)
     Xh, truth = _design(feature_dataset, "histogram")
-    gbm = make_estimator("hist-gbm").fit(Xh, truth["age"].to_numpy(), seed=0)
+    gbm = make_estimator("hist-gbm").fit(Xh, truth["age"].to_numpy())
     card = {"name": "g", "kind": "hist-gbm", "interval": {"coverage": 0.9, "halfwidth": 9.0},
             "contract": {**TEMPLATE, "normalisation": "v2", "input": "histogram"}}  # fmt:skip
     reloaded = save_bundle(tmp_path / "g", card, estimator=gbm)
@@ -209,7 +210,7 @@ def test_skops_file_with_foreign_types_is_refused(tmp_path):
 
     data = sio.dumps({"model": Ridge().fit([[0.0], [1.0]], [0.0, 1.0]), "x": np.ones(2)})
     with pytest.raises(ValueError, match="skops file"):
-        HistogramBoosting.from_skops(data, {})
+        HistogramBoosting.from_state(data, {})
 
 
 def test_ensemble_averages_members_with_identical_folds(trained, feature_dataset, tmp_path):
@@ -241,10 +242,16 @@ def test_training_refuses_too_few_scans_and_bad_requests(feature_dataset, tmp_pa
                  "--participant-label", *[f"s{i:03d}" for i in range(5)]])  # fmt:skip
     assert code == 1
     assert "5 scans usable for training" in capsys.readouterr().err
-    assert main([*args, "--train-model", "x"]) == 64
-    assert main([*args, "--train-model", "../x", "--model-kind", "hist-linear"]) == 64
-    assert main([*args, "--model-kind", "ensemble", "--train-model", "e",
-                 "--ensemble-members", "only-one"]) == 64  # fmt:skip
+    requests = {
+        "needs --model-kind": ["--train-model", "x"],
+        "../x": ["--train-model", "../x", "--model-kind", "hist-linear"],
+        "at least two": ["--model-kind", "ensemble", "--train-model", "e",
+                        "--ensemble-members", "only-one"],
+    }  # fmt:skip
+    for reason, request in requests.items():
+        assert main([*args, *request]) == 64
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and reason in lines[0], (reason, lines)
     assert not (feature_dataset["derivatives"] / "models" / "few").exists()
 
 
@@ -260,7 +267,7 @@ def test_network_kinds_learn_age_better_than_the_median(feature_dataset, kind):
     X, truth = _design(feature_dataset, "t1w")
     y = truth["age"].to_numpy()
     model = make_estimator(kind, affine=feature_dataset["affine"], threads=2)
-    model.fit(X[:30], y[:30], seed=0)
+    model.fit(X[:30], y[:30])
     mae = np.mean(np.abs(model.predict(X[30:]) - y[30:]))
     baseline = np.mean(np.abs(np.median(y[:30]) - y[30:]))
     assert mae < baseline, (mae, baseline)

@@ -161,7 +161,7 @@ def test_other_voxel_sizes_come_out_on_the_working_grid(tmp_path, ixi_dir, voxel
     3 mm voxels lose detail a 2 mm grid cannot restore: r > 0.8), mean within 4 % (3 mm: 6 %)."""
     from nibabel.processing import resample_from_to
 
-    from bids_brainage.testing.nuisance import resample_to_voxels
+    from bids_brainage.synthetic.nuisance import resample_to_voxels
 
     src = _ixi_scan(ixi_dir)
     conform_t1w(src, tmp_path / "orig.nii.gz")

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bids_brainage.testing.acquisition import DEFAULT_SITES, Pose, Site, acquire
-from bids_brainage.testing.anatomy import (
+from bids_brainage.synthetic.acquisition import DEFAULT_SITES, Pose, Site, acquire
+from bids_brainage.synthetic.anatomy import (
     TEMPORAL_LOBE,
     age_brain,
     effective_age_map,
@@ -89,7 +89,7 @@ def test_dataset_is_valid_bids_with_matching_truth(synthetic_dataset):
 
 
 def test_site_can_live_in_sidecars(tmp_path):
-    from bids_brainage.testing.synthetic import make_dataset
+    from bids_brainage.synthetic.dataset import make_dataset
 
     make_dataset(tmp_path, n_subjects=2, n_patients=0, n_rescans=0, site_in="sidecar",
                  sites=DEFAULT_SITES[1:3])  # fmt:skip

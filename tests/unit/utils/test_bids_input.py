@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 
-from bids_brainage.testing.skeleton import make_skeleton
 from bids_brainage.utils.bids import (
     InputError,
     collect_t1w,
@@ -16,6 +15,7 @@ from bids_brainage.utils.bids import (
     site_from_sidecar,
     strip_prefix,
 )
+from tests.helpers.skeleton import make_skeleton
 
 
 @pytest.mark.parametrize(
