@@ -70,15 +70,21 @@ def main() -> None:
                      "deepbet_mask_s": mask_seconds})  # fmt:skip
         print(rows[-1], flush=True)
     frame = pd.DataFrame(rows)
-    print("\n| participant | age | Dice | template ml | deepbet ml | template s | deepbet s "
-          "(mask only) |\n|---|---|---|---|---|---|---|")
+    print(
+        "\n| participant | age | Dice | template ml | deepbet ml | template s | deepbet s "
+        "(mask only) |\n|---|---|---|---|---|---|---|"
+    )
     for r in frame.itertuples():
-        print(f"| {r.participant} | {r.age:.1f} | {r.dice:.3f} | {r.template_ml:.0f} | "
-              f"{r.deepbet_ml:.0f} | {r.template_s:.1f} | {r.deepbet_s:.1f} "
-              f"({r.deepbet_mask_s:.1f}) |")
-    print(f"\nmedian Dice {frame.dice.median():.3f} (min {frame.dice.min():.3f}); median time "
-          f"template {frame.template_s.median():.1f} s, deepbet {frame.deepbet_s.median():.1f} s "
-          f"(mask {frame.deepbet_mask_s.median():.1f} s, the rest is the shared head affine)")
+        print(
+            f"| {r.participant} | {r.age:.1f} | {r.dice:.3f} | {r.template_ml:.0f} | "
+            f"{r.deepbet_ml:.0f} | {r.template_s:.1f} | {r.deepbet_s:.1f} "
+            f"({r.deepbet_mask_s:.1f}) |"
+        )
+    print(
+        f"\nmedian Dice {frame.dice.median():.3f} (min {frame.dice.min():.3f}); median time "
+        f"template {frame.template_s.median():.1f} s, deepbet {frame.deepbet_s.median():.1f} s "
+        f"(mask {frame.deepbet_mask_s.median():.1f} s, the rest is the shared head affine)"
+    )
 
 
 if __name__ == "__main__":

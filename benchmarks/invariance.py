@@ -161,15 +161,19 @@ def main() -> None:
     labels = {"skullstrip": "skull-stripped with its own mask",
               **{k: v[0] for k, v in TRANSFORMS.items()}}  # fmt:skip
     print(f"{opts.subjects} IXI scans, {len(opts.transforms)} transforms, {elapsed:.0f} s\n")
-    print("| transform | n | median abs Δ age (y) | max abs Δ age (y) | Δ GM % | Δ WM % | "
-          "Δ CSF % | max abs Δ volume % | targets |")
+    print(
+        "| transform | n | median abs Δ age (y) | max abs Δ age (y) | Δ GM % | Δ WM % | "
+        "Δ CSF % | max abs Δ volume % | targets |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for row in table.itertuples():
-        print(f"| {labels.get(row.transform, row.transform)} | {row.n} | "
-              f"{row.median_abs_delta_age:.2f} | {row.max_abs_delta_age:.2f} | "
-              f"{row.median_delta_gm_pct:+.1f} | {row.median_delta_wm_pct:+.1f} | "
-              f"{row.median_delta_csf_pct:+.1f} | {row.max_abs_delta_volume_pct:.1f} | "
-              f"{'met' if row.meets_targets else 'not met'} |")
+        print(
+            f"| {labels.get(row.transform, row.transform)} | {row.n} | "
+            f"{row.median_abs_delta_age:.2f} | {row.max_abs_delta_age:.2f} | "
+            f"{row.median_delta_gm_pct:+.1f} | {row.median_delta_wm_pct:+.1f} | "
+            f"{row.median_delta_csf_pct:+.1f} | {row.max_abs_delta_volume_pct:.1f} | "
+            f"{'met' if row.meets_targets else 'not met'} |"
+        )
 
 
 if __name__ == "__main__":

@@ -90,7 +90,8 @@ def gpr(kernel: str):
         "rbf": ConstantKernel() * RBF(length_scale=30.0, length_scale_bounds=(1.0, 1e4))
         + WhiteKernel(),
         "rbf+linear": ConstantKernel() * RBF(length_scale=30.0, length_scale_bounds=(1.0, 1e4))
-        + ConstantKernel() * DotProduct(sigma_0=1.0) + WhiteKernel(),
+        + ConstantKernel() * DotProduct(sigma_0=1.0)
+        + WhiteKernel(),
     }
     return make_pipeline(
         InsideBrains(), StandardScaler(), PCA(0.99, svd_solver="full"), StandardScaler(),
@@ -223,8 +224,11 @@ def variants(maps, t1w, histograms, volumes):
     yield "GPR, RBF kernel, PCA of smoothed GM + WM + CSF 4 mm", s4, gpr("rbf")
     yield "GPR, RBF + linear kernel, PCA of smoothed GM + WM + CSF 4 mm", s4, gpr("rbf+linear")
     yield "GPR, RBF + linear kernel, PCA of GM + WM 8 mm", f4, gpr("rbf+linear")
-    yield "GPR, RBF + linear kernel, PCA of smoothed GM + WM 4 mm", flat(smooth, 2), \
-        gpr("rbf+linear")
+    yield (
+        "GPR, RBF + linear kernel, PCA of smoothed GM + WM 4 mm",
+        flat(smooth, 2),
+        gpr("rbf+linear"),
+    )
     yield "GPR, linear kernel, PCA of smoothed GM + WM 4 mm", flat(smooth, 2), gpr("linear")
     yield "kernel ridge (RBF), PCA of smoothed GM + WM + CSF 4 mm", s4, Centred(kernel_ridge())
     design = np.hstack([f4, s4])
@@ -251,8 +255,11 @@ def main() -> None:
     parser.add_argument("derivatives", type=Path)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", help="run only the variants whose name contains this text")
-    parser.add_argument("--keep-demo", action="store_true",
-                        help="keep the demo's source scans (left out by default, as in training)")
+    parser.add_argument(
+        "--keep-demo",
+        action="store_true",
+        help="keep the demo's source scans (left out by default, as in training)",
+    )
     args = parser.parse_args()
     exclude = () if args.keep_demo else pd.read_csv(DEMO_SOURCES, sep="\t")["source"]
     ages, maps, t1w, histograms, volumes = load(args.bids_dir, args.derivatives, exclude)

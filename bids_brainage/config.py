@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .models.kinds import BundlePlan
+from .preprocessing.conform import ConformLimits
 
 
 @dataclass
@@ -43,24 +44,14 @@ class ExecutionSettings:
 class WorkflowSettings:
     """Choices that change what the pipeline computes."""
 
-    max_voxel_mm: float = 8.0
-    min_voxel_mm: float = 0.1
-    min_fov_mm: float = 60.0
-    max_fov_mm: float = 600.0
-    max_voxels: int = 256 * 1024 * 1024
+    limits: ConformLimits = field(default_factory=ConformLimits)  # one place: conform.py
     registration: str = "fast"
     brain_extraction: str = "deepbet"  # or "template"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 
     def conform_limits(self) -> dict:
-        return {
-            "min_voxel_mm": self.min_voxel_mm,
-            "max_voxel_mm": self.max_voxel_mm,
-            "min_fov_mm": self.min_fov_mm,
-            "max_fov_mm": self.max_fov_mm,
-            "max_voxels": self.max_voxels,
-        }
+        return asdict(self.limits)
 
 
 DEFAULT_CONTROL_LABELS = ("HC", "control", "controls", "CN", "NC", "healthy")

@@ -19,9 +19,13 @@ import argparse
 import json
 import shutil
 import sys
+from functools import partial
 from pathlib import Path
 
 from bids_brainage.cli.run import main
+from bids_brainage.config import ModelSettings, Seeds
+from bids_brainage.group.collect import collect_scan_table, read_dataset_description
+from bids_brainage.group.training import TrainingRun, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
@@ -49,6 +53,19 @@ def run(*args: str) -> None:
         sys.exit(f"bids_brainage {' '.join(map(str, args))} failed with exit code {code}")
 
 
+def train_bundle(out: Path, participants: list[str], threads: int, name: str, kind: str,
+                 **settings) -> Path:  # fmt:skip
+    """``group --train-model NAME --model-kind KIND`` without the group statistics: the
+    training library called directly, with the seed the command would use.
+    """
+    table, problems = collect_scan_table(DATA, out, participants)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    job = TrainingRun(ModelSettings(train_model=name, model_kind=kind, **settings), out,
+                      Seeds().derive("training"), threads)  # fmt:skip
+    return run_training(job, table, read_dataset_description(DATA))
+
+
 def parse():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--derivatives", type=Path, default=Path("/tmp/ixi-derivatives"))
@@ -64,35 +81,28 @@ def parse():
     return parser.parse_args()
 
 
-def train():
+def train_all():
     opts = parse()
     out, work = opts.derivatives, opts.work
-    common = ["-w", work, "--nprocs", opts.nprocs]
     if not opts.skip_participant:
-        run(DATA, out, "participant", "--model", "none", *common)
-    common += ["--participant-label", *training_participants()]
-    bundles = {}
-    for kind in (*CLASSICAL, *opts.cnn):
-        name = f"ixi-{kind}"
-        run(DATA, out, "group", "--train-model", name, "--model-kind", kind, *common)
-        bundles[name] = out / "models" / name
+        run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs)
+    train = partial(train_bundle, out, training_participants(), int(opts.nprocs))
+    bundles = {f"ixi-{kind}": train(f"ixi-{kind}", kind) for kind in (*CLASSICAL, *opts.cnn)}
     best_two = sorted(bundles, key=lambda n: cv_mae(bundles[n]))[:2]
-    run(DATA, out, "group", "--train-model", "ixi-ensemble", "--model-kind", "ensemble",
-        "--ensemble-members", *[bundles[n] for n in best_two], *common)  # fmt:skip
-    bundles["ixi-ensemble"] = out / "models" / "ixi-ensemble"
+    bundles["ixi-ensemble"] = train(
+        "ixi-ensemble", "ensemble", ensemble_members=[str(bundles[n]) for n in best_two]
+    )
     for name, path in sorted(bundles.items(), key=lambda item: cv_mae(item[1])):
         print(f"{name:24s} random-split CV MAE {cv_mae(path):.2f}")
     best = min(bundles, key=lambda n: cv_mae(bundles[n]))
     packaged = ROOT / "bids_brainage" / "data" / "models"
     installs = {"default": bundles[best]}
     if opts.local:
-        run(DATA, out, "group", "--train-model", "ixi-local-unet", "--model-kind", "local-unet",
-            *common)  # fmt:skip
-        installs["default-local"] = out / "models" / "ixi-local-unet"
+        installs["default-local"] = train("ixi-local-unet", "local-unet")
     if opts.unoise:  # explains the bundle installed as default
-        run(DATA, out, "group", "--train-model", "ixi-unoise", "--model-kind", "unoise",
-            "--explain-model", bundles[best], *common)  # fmt:skip
-        installs["default-unoise"] = out / "models" / "ixi-unoise"
+        installs["default-unoise"] = train(
+            "ixi-unoise", "unoise", explain_model=str(bundles[best])
+        )
     for name, source in installs.items() if opts.install else ():
         shutil.rmtree(packaged / name, ignore_errors=True)
         shutil.copytree(source, packaged / name)
@@ -100,4 +110,4 @@ def train():
 
 
 if __name__ == "__main__":
-    train()
+    train_all()

@@ -90,8 +90,11 @@ def run_group(config: Config) -> int:
         except StatisticsError as err:
             print(f"bids_brainage: {err}", file=sys.stderr)
             return EXIT_USAGE
-        stage(2, f"statistics over {len(table)} scan(s) (bias correction, group tests, ROC, "
-                 "ICC, voxel-wise maps)")
+        stage(
+            2,
+            f"statistics over {len(table)} scan(s) (bias correction, group tests, ROC, "
+            "ICC, voxel-wise maps)",
+        )
         results = analyse(table, group_settings(config))
         results.skipped = version_notes(table) + results.skipped
         results.gaps = participant_level_gaps(execution.bids_dir, execution.output_dir, table,
@@ -161,8 +164,11 @@ def describe_results(results: GroupResults) -> list[str]:
         else:
             lines.append(f"{model}: brain-PAD not bias-corrected")
         for row in analysis.sites.itertuples():
-            detail = (f"offset {row.offset:+.2f} ± {row.offset_se:.2f} y, n={row.n_controls}"
-                      if row.mode != "pooled" else f"{row.n_controls} controls, pooled line")
+            detail = (
+                f"offset {row.offset:+.2f} ± {row.offset_se:.2f} y, n={row.n_controls}"
+                if row.mode != "pooled"
+                else f"{row.n_controls} controls, pooled line"
+            )
             lines.append(f"  site {row.site}: {row.mode} ({detail})")
         if math.isfinite(bias["mae_controls"]):
             lines.append(f"  accuracy on {bias['n_controls']} controls: MAE "

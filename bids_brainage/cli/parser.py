@@ -340,7 +340,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     )
     nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
     workflow = WorkflowSettings(
-        registration=opts.registration, allow_template_download=opts.allow_template_download,
+        registration=opts.registration,
+        allow_template_download=opts.allow_template_download,
         brain_extraction=opts.brain_extraction,
     )
     if opts.train_model and opts.analysis_level != "group":

@@ -191,8 +191,11 @@ def run_participant(config: Config) -> int:
                 return EXIT_USAGE
         failed = {f.key: f.reason for f in failures}
         write_subject_reports(execution.output_dir, {s.subject for s in scans}, failed)
-        record_outcomes(execution.output_dir, [s.key for s in runnable],
-                        [(f.key, f.reason, f.crash_file) for f in failures])
+        record_outcomes(
+            execution.output_dir,
+            [s.key for s in runnable],
+            [(f.key, f.reason, f.crash_file) for f in failures],
+        )
         if not execution.quiet:
             print_predictions(execution.output_dir, runnable, failures)
     finally:

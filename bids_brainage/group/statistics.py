@@ -313,8 +313,11 @@ def importance_statistics(scans: pd.DataFrame, method: str) -> VoxelMaps | None:
         return None
     readable = first_readable(paths.values())
     if readable is None:
-        return VoxelMaps({}, counts={"all": 0, "under30": 0, "over60": 0},
-                         failures=[f"{p}: cannot be read as NIfTI" for p in paths.values()])
+        return VoxelMaps(
+            {},
+            counts={"all": 0, "under30": 0, "over60": 0},
+            failures=[f"{p}: cannot be read as NIfTI" for p in paths.values()],
+        )
     first_path, first, _ = readable
     sums = {"all": np.zeros(first.shape[:3]), "under30": np.zeros(first.shape[:3]),
             "over60": np.zeros(first.shape[:3])}  # fmt:skip
@@ -448,5 +451,3 @@ def dataset_shape_notes(table: pd.DataFrame, included: pd.DataFrame) -> list[str
         notes.append(f"{n} included scan(s) have no age: they count for the test-retest ICC "
                      "only")  # fmt:skip
     return notes
-
-

@@ -266,8 +266,9 @@ def _train_ensemble(run: TrainingRun, scans, card, splits, template) -> Path:
                             sort_keys=True)
                  for m in members}  # fmt:skip
     if len(contracts) != 1:
-        raise TrainingError("the ensemble members were made for different templates or "
-                            "brain extractions")
+        raise TrainingError(
+            "the ensemble members were made for different templates or brain extractions"
+        )
     card["contract"] = {**json.loads(contracts.pop()), "input": "mixed"}
     card["members_kinds"] = {m.name: m.kind for m in members}
     return _write(run, scans, card, results, members=[m.path for m in members])

@@ -257,7 +257,8 @@ class LocalAgeModel(TorchEstimator):
                 self.history_.append({"step": step, "loss": loss.item()})
             if (step + 1) % max(1, steps // 10) == 0:
                 logging.getLogger("bids_brainage").info(
-                    "local-unet step %d/%d: loss %.3f", step + 1, steps, loss.item())
+                    "local-unet step %d/%d: loss %.3f", step + 1, steps, loss.item()
+                )
         self.params_["grid"] = list(np.asarray(X).shape[-3:])
         return self
 

@@ -79,8 +79,13 @@ def cross_validate(
             predicted[test] = model.predict(X[test])
             fold_of[test] = k
             logging.getLogger("bids_brainage").info(
-                "%s split, fold %d/%d (%d training scans): MAE %.2f years", split, k + 1,
-                len(folds), len(train), float(np.mean(np.abs(predicted[test] - y[test]))))
+                "%s split, fold %d/%d (%d training scans): MAE %.2f years",
+                split,
+                k + 1,
+                len(folds),
+                len(train),
+                float(np.mean(np.abs(predicted[test] - y[test]))),
+            )
             if on_fold is not None and fraction == 1.0:
                 on_fold(model, test)
         maes = [

@@ -266,9 +266,7 @@ def write_group_report(results, control_labels, written: list[Path], root: Path)
                   "p_bonferroni", "p_fdr", "cohens_d"]))  # fmt:skip
     if results.voxelwise is not None and results.voxelwise.maps:
         vox = results.voxelwise
-        parts = [
-            f"<h2>Voxel-wise ({vox.n_maps} local maps, {vox.n_pairs} rescan pairs)</h2>"
-        ]
+        parts = [f"<h2>Voxel-wise ({vox.n_maps} local maps, {vox.n_pairs} rescan pairs)</h2>"]
         for desc, volume in vox.maps.items():
             if desc.endswith(("p", "pfdr")):
                 continue

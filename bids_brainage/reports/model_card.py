@@ -87,10 +87,17 @@ def model_card_markdown(card: dict) -> str:
         f"bids_brainage {card['version']}. Input: {card['contract']['input']} features, "
         f"template {card['contract']['template']} at {card['contract']['resolution']} mm, "
         f"{card['contract']['normalisation']} intensity normalisation"
-        + (f", {card['contract']['brain_extraction']} brain masks"
-           if card["contract"].get("brain_extraction") else "")
-        + (f", every scan on a {card['contract']['working_voxel_mm']:g} mm working grid"
-           if card["contract"].get("working_voxel_mm") else "") + ".",
+        + (
+            f", {card['contract']['brain_extraction']} brain masks"
+            if card["contract"].get("brain_extraction")
+            else ""
+        )
+        + (
+            f", every scan on a {card['contract']['working_voxel_mm']:g} mm working grid"
+            if card["contract"].get("working_voxel_mm")
+            else ""
+        )
+        + ".",
         "",
         "## Training data",
         f"- Dataset: {data['dataset']['Name']} (licence: {data['dataset'].get('License', 'n/a')})",

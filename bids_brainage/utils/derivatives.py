@@ -87,8 +87,12 @@ class ScanDerivatives:
         """The scan a QC JSON (its ``scan`` and ``template`` entries) describes."""
         template = qc.get("template") or {}
         resolution = template.get("resolution")
-        return cls(Path(output_dir), {k: qc["scan"].get(k) for k in SCAN_ENTITIES},
-                   template.get("name"), None if resolution is None else str(resolution))
+        return cls(
+            Path(output_dir),
+            {k: qc["scan"].get(k) for k in SCAN_ENTITIES},
+            template.get("name"),
+            None if resolution is None else str(resolution),
+        )
 
     @staticmethod
     def find_qc(output_dir: Path, subject: str | None = None) -> list[Path]:

@@ -276,6 +276,7 @@ def test_planted_site_offsets_are_recovered_within_their_standard_error(tmp_path
     by_site = controls.groupby("site")["synthetic_brain_pad_corrected"].mean()
     assert by_site.abs().max() < 1e-6  # each site's controls centred by their own line
     assert set(scans.loc[scans["site"] == "D", "synthetic_calibration"]) == {"pooled"}
-    inside = controls["synthetic_predicted_age"].between(controls["synthetic_normative_lower"],
-                                                         controls["synthetic_normative_upper"])
+    inside = controls["synthetic_predicted_age"].between(
+        controls["synthetic_normative_lower"], controls["synthetic_normative_upper"]
+    )
     assert 0.85 <= inside.mean() <= 0.97  # the 90 % range holds on the controls it came from

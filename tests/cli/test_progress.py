@@ -15,9 +15,16 @@ def test_a_line_per_scan_when_its_last_node_ends_and_failures_at_once():
              "sub_2_wf.t1w_wf.": "sub-2"}  # fmt:skip
     expected = dict.fromkeys(scans, 2)
     out = io.StringIO()
-    progress = ScanProgress(scans, expected, stream=out,
-                            describe=lambda n: "brain age 40.0 y" if n.name == "b" else None)
-    one = [node("a", "bids_brainage_wf.sub_1_wf.t1w_wf"), node("b", "bids_brainage_wf.sub_1_wf.t1w_wf")]
+    progress = ScanProgress(
+        scans,
+        expected,
+        stream=out,
+        describe=lambda n: "brain age 40.0 y" if n.name == "b" else None,
+    )
+    one = [
+        node("a", "bids_brainage_wf.sub_1_wf.t1w_wf"),
+        node("b", "bids_brainage_wf.sub_1_wf.t1w_wf"),
+    ]
     eleven = node("a", "bids_brainage_wf.sub_11_wf.t1w_wf.anat_wf")
     for n in one:
         progress(n, "start")

@@ -96,8 +96,10 @@ def _without_override(argv: list[str]) -> subprocess.CompletedProcess:
     prefix = []
     if os.geteuid() == 0:
         if not shutil.which("setpriv"):
-            pytest.skip("running as root without setpriv (util-linux): nothing can take away "
-                        "root's right to write anywhere, so an unwritable folder cannot be made")
+            pytest.skip(
+                "running as root without setpriv (util-linux): nothing can take away "
+                "root's right to write anywhere, so an unwritable folder cannot be made"
+            )
         prefix = ["setpriv", "--bounding-set=-all", "--inh-caps=-all"]
     return subprocess.run([*prefix, sys.executable, "-c", code, *argv], capture_output=True,
                           text=True, timeout=300)  # fmt:skip
@@ -135,8 +137,10 @@ def _mount_small_tmpfs(folder: Path, size: str) -> bool:
 def test_disk_full_during_group_is_one_line_and_leaves_nothing_half_written(tmp_path, capsys):
     disk = tmp_path / "disk"
     if os.geteuid() != 0 or not _mount_small_tmpfs(disk, "16m"):
-        pytest.skip("a full disk is simulated with a 16 MB tmpfs, which only root with mount "
-                    "rights can create")
+        pytest.skip(
+            "a full disk is simulated with a 16 MB tmpfs, which only root with mount "
+            "rights can create"
+        )
     try:
         data = make_prediction_derivatives(disk, 12, 6, n_rescans=0, seed=21)
         used = shutil.disk_usage(disk).used

@@ -76,9 +76,12 @@ def test_nuisance_copies_keep_age_and_volumes(copies_run, transform):
         assert np.median(deltas) <= MEDIAN_DELTA_AGE, deltas
 
 
-@pytest.mark.xfail(strict=True, reason="1 mm copies move 1.7 and 2.2 y here: the pipeline's "
-                   "own noise floor (a 30 mm zero-padded field of view moves 4.5 y, 3 % noise "
-                   "3 y; docs/benchmarks.md), not the grid; strict, so a fix must update this")
+@pytest.mark.xfail(
+    strict=True,
+    reason="1 mm copies move 1.7 and 2.2 y here: the pipeline's "
+    "own noise floor (a 30 mm zero-padded field of view moves 4.5 y, 3 % noise "
+    "3 y; docs/benchmarks.md), not the grid; strict, so a fix must update this",
+)
 def test_one_mm_copies_meet_the_median_target(copies_run):
     _, out = copies_run
     assert np.median(_deltas(out, "up1mm")) <= MEDIAN_DELTA_AGE

@@ -42,7 +42,8 @@ def test_in_memory_tables_give_the_welch_test_scipy_gives():
     analysis = results.models["m"]
     scans = analysis.scans
     assert scans["brain_pad"].to_numpy() == pytest.approx(
-        predictions["predicted_age"].to_numpy() - table["age"].to_numpy())
+        predictions["predicted_age"].to_numpy() - table["age"].to_numpy()
+    )
     row = analysis.comparisons.query("measure == 'brain_pad_corrected'").iloc[0]
     patients = scans.loc[scans["group"] == "PT", "brain_pad_corrected"]
     controls = scans.loc[scans["group"] == "HC", "brain_pad_corrected"]
@@ -54,7 +55,8 @@ def test_in_memory_tables_give_the_welch_test_scipy_gives():
                       + controls.var(ddof=1) * (len(controls) - 1))
                      / (len(patients) + len(controls) - 2))  # fmt:skip
     assert signed * row["cohens_d"] == pytest.approx(
-        (patients.mean() - controls.mean()) / pooled, rel=1e-9)
+        (patients.mean() - controls.mean()) / pooled, rel=1e-9
+    )
     # the planted 6-year gap is recovered with the right sign, within its standard error
     gap = patients.mean() - controls.mean()
     se = np.sqrt(patients.var(ddof=1) / len(patients) + controls.var(ddof=1) / len(controls))

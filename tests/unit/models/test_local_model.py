@@ -119,8 +119,9 @@ def test_local_kind_trains_through_the_command_and_round_trips(feature_dataset, 
     assert (folder / "voxel_mae.nii.gz").is_file() and "voxel_mae.nii.gz" in card["files"]
     assert "Median within-participant MAE" in (folder / "model_card.md").read_text()
     bundle = load_bundle(folder, threads=1)
-    features = ScanFeatures(**ScanDerivatives(out, {"subject": "s000"}, "MNI152NLin2009cSym",
-                                              "6").model_inputs())
+    features = ScanFeatures(
+        **ScanDerivatives(out, {"subject": "s000"}, "MNI152NLin2009cSym", "6").model_inputs()
+    )
     first, second = bundle.predict_local(features), load_bundle(folder).predict_local(features)
     np.testing.assert_array_equal(first, second)
     assert first.shape == tuple(card["contract"]["grid"]["shape"])

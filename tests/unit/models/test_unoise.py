@@ -90,8 +90,9 @@ def test_unoise_kind_trains_through_the_command_and_round_trips(feature_dataset,
     assert validation["noisy_mae"] >= validation["clean_mae"] - 0.5
     assert validation["scans"] + validation["train_scans"] == card["training_data"]["n_scans"]
     assert "syn-tl" in (folder / "model_card.md").read_text()
-    features = ScanFeatures(**ScanDerivatives(out, {"subject": "s000"}, "MNI152NLin2009cSym",
-                                              "6").model_inputs())
+    features = ScanFeatures(
+        **ScanDerivatives(out, {"subject": "s000"}, "MNI152NLin2009cSym", "6").model_inputs()
+    )
     grid = tuple(card["contract"]["grid"]["shape"])
     brain = np.ones(grid, bool)
     first = load_bundle(folder).predict_importance(features, brain)
@@ -99,8 +100,9 @@ def test_unoise_kind_trains_through_the_command_and_round_trips(feature_dataset,
     np.testing.assert_array_equal(first, second)
     assert first.shape == grid and 0 <= first.min() and first.max() <= 1
     # importance is 1 - the tolerated-noise mask, and tells voxels apart
-    mask = load_bundle(folder).estimator.predict_maps(load_inputs(features, "tissue",
-                                                                  card["contract"]["grid"])[None])
+    mask = load_bundle(folder).estimator.predict_maps(
+        load_inputs(features, "tissue", card["contract"]["grid"])[None]
+    )
     np.testing.assert_allclose(first, 1 - mask[0], atol=1e-6)
     assert first.std() > 1e-3
     code = main([bids, str(out), "group", "--train-model", "bad", "--model-kind", "unoise",

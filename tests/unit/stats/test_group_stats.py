@@ -276,7 +276,8 @@ def test_site_calibration_offset_slope_and_interval_by_hand(rng):
     assert fits["N"].offset == pytest.approx(residual.mean())
     assert fits["N"].offset_se == pytest.approx(residual.std(ddof=1) / np.sqrt(20))
     assert fits["N"].interval_halfwidth == pytest.approx(
-        np.sort(np.abs(residual - residual.mean()))[18])  # ceil(21 * 0.9) = 19th smallest
+        np.sort(np.abs(residual - residual.mean()))[18]
+    )  # ceil(21 * 0.9) = 19th smallest
     w = controls[controls["site"] == "W"]
     line = stats.linregress(w["age"], w["predicted_age"] - w["age"])
     assert fits["W"].mode == "site line"
