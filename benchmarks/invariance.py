@@ -54,9 +54,11 @@ def add_scan(root: Path, label: str, img: nb.Nifti1Image) -> None:
     img.to_filename(anat / f"sub-{label}_T1w.nii.gz")
 
 
-def participant(bids: Path, out: Path, work: Path, labels: list[str], nprocs: int) -> None:
+def participant(bids: Path, out: Path, work: Path, labels: list[str], nprocs: int,
+                field_of_view: str = "auto") -> None:  # fmt:skip
     cmd = [sys.executable, "-m", "bids_brainage.cli.run", str(bids), str(out), "participant",
            "-w", str(work), "--nprocs", str(nprocs), "--model", "default",
+           "--field-of-view", field_of_view,
            "--skip-bids-validation", "--participant-label", *labels]  # fmt:skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode not in (0, 1):
@@ -75,7 +77,13 @@ def measure(out: Path, label: str) -> dict | None:
             "csf": float(volumes["csf_ml"]), "flags": ",".join(flags)}  # fmt:skip
 
 
-def run(subjects: pd.DataFrame, transforms: list[str], nprocs: int, keep: Path | None):
+def run(
+    subjects: pd.DataFrame,
+    transforms: list[str],
+    nprocs: int,
+    keep: Path | None,
+    field_of_view: str = "auto",
+):
     root = Path(tempfile.mkdtemp(prefix="invariance_")) if keep is None else keep
     bids, out, work = root / "bids", root / "out", root / "work"
     bids.mkdir(parents=True, exist_ok=True)
@@ -93,7 +101,9 @@ def run(subjects: pd.DataFrame, transforms: list[str], nprocs: int, keep: Path |
                 rows.append({"participant_id": f"sub-{label}{name}", "age": row.age})
     write_dataset(bids, rows)
     started = time.perf_counter()
-    participant(bids, out, work, [f"{label}orig" for label, _, _ in originals], nprocs)
+    participant(
+        bids, out, work, [f"{label}orig" for label, _, _ in originals], nprocs, field_of_view
+    )
     if "skullstrip" in transforms:
         for label, img, age in originals:
             mask = out / f"sub-{label}orig" / "anat" / f"sub-{label}orig_desc-brain_mask.nii.gz"
@@ -102,7 +112,7 @@ def run(subjects: pd.DataFrame, transforms: list[str], nprocs: int, keep: Path |
         write_dataset(bids, rows)
     copies = [r["participant_id"].removeprefix("sub-") for r in rows
               if not r["participant_id"].endswith("orig")]  # fmt:skip
-    participant(bids, out, work, copies, nprocs)
+    participant(bids, out, work, copies, nprocs, field_of_view)
     elapsed = time.perf_counter() - started
     records = []
     for label, _, age in originals:
@@ -149,12 +159,16 @@ def main() -> None:
     parser.add_argument("--subjects", type=int, default=4)
     parser.add_argument("--transforms", nargs="*", default=["skullstrip", *TRANSFORMS])
     parser.add_argument("--nprocs", type=int, default=2)
+    parser.add_argument("--field-of-view", default="auto", choices=("auto", "head", "stored"),
+                        help="passed to the participant level")  # fmt:skip
     parser.add_argument("--keep", type=Path, help="keep the copies and outputs in this folder")
     parser.add_argument("--save", type=Path, help="write the per-scan table as TSV")
     parser.add_argument("--ixi", type=Path, default=IXI, help="the IXI BIDS folder")
     opts = parser.parse_args()
     IXI_DIR[0] = opts.ixi
-    records, elapsed = run(pick_subjects(opts.subjects), opts.transforms, opts.nprocs, opts.keep)
+    records, elapsed = run(
+        pick_subjects(opts.subjects), opts.transforms, opts.nprocs, opts.keep, opts.field_of_view
+    )
     if opts.save:
         records.to_csv(opts.save, sep="\t", index=False)
     table = summarise(records)

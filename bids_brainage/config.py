@@ -47,6 +47,10 @@ class WorkflowSettings:
     limits: ConformLimits = field(default_factory=ConformLimits)  # one place: conform.py
     registration: str = "fast"
     brain_extraction: str = "deepbet"  # or "template"
+    # "head": each scan on its head's grid, registration from the brains' centres of mass;
+    # "stored": the stored field of view (what bundles trained before it expect); "auto":
+    # the selected bundles' contracts decide, at run time
+    field_of_view: str = "auto"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 

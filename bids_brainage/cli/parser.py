@@ -141,6 +141,15 @@ def build_parser() -> argparse.ArgumentParser:
         "head, mask refined by tissue classes)",
     )
     wf.add_argument(
+        "--field-of-view",
+        choices=("auto", "head", "stored"),
+        default="auto",
+        help="auto (default): what the --model bundles were trained on (bundles older than the "
+        "head grid: stored); head: each scan cut or padded to its head plus 16 mm, registration "
+        "from the brains' centres of mass; stored: the scan's own field of view. Predictions "
+        "of a bundle trained otherwise are flagged field_of_view_unlike_training",
+    )
+    wf.add_argument(
         "--allow-template-download",
         action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
@@ -343,6 +352,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         registration=opts.registration,
         allow_template_download=opts.allow_template_download,
         brain_extraction=opts.brain_extraction,
+        field_of_view=opts.field_of_view,
     )
     if opts.train_model and opts.analysis_level != "group":
         raise UsageError("--train-model is a group-level action")

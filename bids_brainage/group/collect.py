@@ -42,7 +42,7 @@ SCAN_COLUMNS = {
     "excluded": {"Description": "Why the scan is left out of the statistics (n/a: included)"},
 }
 # carried for the statistics and training, never written to the table
-HIDDEN_COLUMNS = ("derivatives", "version", "brain_extraction")
+HIDDEN_COLUMNS = ("derivatives", "version", "brain_extraction", "field_of_view")
 
 
 def read_dataset_description(bids_dir: Path) -> dict:
@@ -98,6 +98,8 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             "version": qc.get("bids_brainage_version"),
             # runs before --brain-extraction existed all used the template method
             "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
+            # runs before the head grid kept the stored field of view
+            "field_of_view": qc.get("conform", {}).get("field_of_view", "stored"),
         })  # fmt:skip
     return pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *HIDDEN_COLUMNS]), problems
 
@@ -228,3 +230,30 @@ def space_of(path: str) -> tuple[str, str | None]:
 
     entities = parse_file_entities(str(path), config=["bids", "derivatives"])
     return entities.get("space"), entities.get("res")
+
+
+def dataset_shape_notes(table: pd.DataFrame, included: pd.DataFrame) -> list[str]:
+    """What the shape of the dataset rules out, said once, before the per-model lines."""
+    notes = []
+    if included.empty:
+        reasons = table["excluded"].value_counts()
+        hint = (
+            "; --include-failed-qc keeps scans that failed QC"
+            if any(str(why).startswith("QC:") for why in reasons.index)
+            else ""
+        )
+        notes.append(
+            f"all {len(table)} scan(s) excluded ("
+            + "; ".join(f"{why}: {n}" for why, n in reasons.items())
+            + f"): no statistics{hint}"
+        )
+    elif included["age"].isna().all():
+        notes.append(
+            "no included scan has an age (participants.tsv has no usable age column):"
+            " brain-PAD, bias correction, accuracy and group comparisons skipped"
+        )
+    elif included["age"].isna().any():
+        n = int(included["age"].isna().sum())
+        notes.append(f"{n} included scan(s) have no age: they count for the test-retest ICC "
+                     "only")  # fmt:skip
+    return notes

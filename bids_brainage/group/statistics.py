@@ -32,6 +32,7 @@ from ..stats.bias import BiasCorrection, BiasError, age_bin, age_bin_label, pad_
 from ..stats.compare import adjust_pvalues, compare_groups
 from ..stats.voxelwise import MapError, MapRecord, PairRecord, accumulate_maps, maps_fdr, unmask
 from .collect import (
+    dataset_shape_notes,
     exclusion_reasons,
     first_readable,
     read_predictions,
@@ -424,30 +425,3 @@ def map_statistics(results: GroupResults, settings: GroupSettings) -> GroupResul
         else:
             results.importance[method] = found
     return results
-
-
-def dataset_shape_notes(table: pd.DataFrame, included: pd.DataFrame) -> list[str]:
-    """What the shape of the dataset rules out, said once, before the per-model lines."""
-    notes = []
-    if included.empty:
-        reasons = table["excluded"].value_counts()
-        hint = (
-            "; --include-failed-qc keeps scans that failed QC"
-            if any(str(why).startswith("QC:") for why in reasons.index)
-            else ""
-        )
-        notes.append(
-            f"all {len(table)} scan(s) excluded ("
-            + "; ".join(f"{why}: {n}" for why, n in reasons.items())
-            + f"): no statistics{hint}"
-        )
-    elif included["age"].isna().all():
-        notes.append(
-            "no included scan has an age (participants.tsv has no usable age column):"
-            " brain-PAD, bias correction, accuracy and group comparisons skipped"
-        )
-    elif included["age"].isna().any():
-        n = int(included["age"].isna().sum())
-        notes.append(f"{n} included scan(s) have no age: they count for the test-retest ICC "
-                     "only")  # fmt:skip
-    return notes

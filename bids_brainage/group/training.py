@@ -132,14 +132,25 @@ def template_of(scans: pd.DataFrame) -> dict:
     return {"name": name, "resolution": int(resolution)}
 
 
-def brain_extraction_of(scans: pd.DataFrame) -> str:
-    """The one brain-extraction method of the training scans (the model learns its masks)."""
-    methods = set(scans["brain_extraction"]) if "brain_extraction" in scans else {"template"}
-    if len(methods) != 1:
-        raise TrainingError(f"the scans were brain-extracted by different methods: "
-                            f"{sorted(methods)}; rerun the participant level with one "
-                            "--brain-extraction")  # fmt:skip
-    return methods.pop()
+PREPROCESSING = {  # contract key: (default of older derivatives, what to rerun)
+    "brain_extraction": ("template", "with one --brain-extraction"),
+    "field_of_view": ("stored", "with this version"),
+}
+
+
+def preprocessing_of(scans: pd.DataFrame) -> dict:
+    """The one brain-extraction method and field of view of the training scans (the model
+    learns what they produce); mixed ones are refused.
+    """
+    found = {}
+    for key, (default, rerun) in PREPROCESSING.items():
+        values = set(scans[key]) if key in scans else {default}
+        if len(values) != 1:
+            raise TrainingError(f"the scans were preprocessed with different {key}: "
+                                f"{sorted(values)}; rerun the participant level "
+                                f"{rerun}")  # fmt:skip
+        found[key] = values.pop()
+    return found
 
 
 def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
@@ -193,7 +204,7 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
                        results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
     estimator = clone(model).fit(X, y)
     card["contract"] = contract_for(template, kind, grid,
-                                    brain_extraction=brain_extraction_of(scans))  # fmt:skip
+                                    **preprocessing_of(scans))  # fmt:skip
     if hasattr(estimator, "curve_"):
         card["selection_curve"] = {str(k): v for k, v in estimator.curve_.items()}
     if networks:
@@ -262,7 +273,7 @@ def _train_ensemble(run: TrainingRun, scans, card, splits, template) -> Path:
     )
     contracts = {json.dumps({k: v for k, v in m.card["contract"].items() if k in
                              ("template", "resolution", "normalisation", "working_voxel_mm",
-                              "brain_extraction")},
+                              *PREPROCESSING)},
                             sort_keys=True)
                  for m in members}  # fmt:skip
     if len(contracts) != 1:
@@ -320,7 +331,7 @@ def _train_unoise(run: TrainingRun, scans, card, template) -> Path:
     card["history"] = model.history_
     card["params"] = model.state()[1]
     card["contract"] = contract_for(template, "unoise", grid, input_kind,
-                                    brain_extraction_of(scans))  # fmt:skip
+                                    **preprocessing_of(scans))  # fmt:skip
     card["version"] = __version__
     brain = X[validation].sum(axis=1) > model.params_["mask_threshold"]
     mean_importance = model.importance(X[validation], brain).mean(axis=0)

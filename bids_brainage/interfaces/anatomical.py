@@ -11,6 +11,7 @@ from nipype.interfaces.base import (
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 
@@ -81,7 +82,7 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
     in_mask = File(exists=True, mandatory=True)
     template = traits.Dict(mandatory=True)
-    initial = traits.List(File(exists=True), mandatory=True)
+    initial = traits.List(File(exists=True), desc="start transform; default: centres of mass")
     preset = traits.Enum("fast", "precise", usedefault=True)
     seed = traits.Int(mandatory=True)
 
@@ -103,7 +104,8 @@ class RegisterToTemplate(SimpleInterface):
         anatomical.set_seed(self.inputs.seed)
         transforms, qc = anatomical.register_to_template(
             Path(self.inputs.in_file), Path(self.inputs.in_mask),
-            Template.from_dict(self.inputs.template), self.inputs.initial, self.inputs.preset,
+            Template.from_dict(self.inputs.template),
+            self.inputs.initial if isdefined(self.inputs.initial) else None, self.inputs.preset,
             Path(runtime.cwd),
         )  # fmt:skip
         self._results.update(

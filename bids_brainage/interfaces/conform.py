@@ -20,6 +20,8 @@ class _ConformInputSpec(BaseInterfaceInputSpec):
     limits = traits.Dict(desc="ConformLimits fields to override")
     working_voxel_mm = traits.Float(WORKING_VOXEL_MM, usedefault=True,
                                     desc="voxel size of the working grid (mm)")  # fmt:skip
+    head_grid = traits.Bool(True, usedefault=True,
+                            desc="cut or pad the grid to the head plus a margin")  # fmt:skip
 
 
 class _ConformOutputSpec(TraitedSpec):
@@ -37,6 +39,7 @@ class Conform(SimpleInterface):
         out_file = Path(runtime.cwd) / "conformed_T1w.nii.gz"
         limits = ConformLimits(**self.inputs.limits) if self.inputs.limits else ConformLimits()
         self._results["qc"] = conform_t1w(Path(self.inputs.in_file), out_file, limits,
-                                          self.inputs.working_voxel_mm)  # fmt:skip
+                                          self.inputs.working_voxel_mm,
+                                          self.inputs.head_grid)  # fmt:skip
         self._results["out_file"] = str(out_file)
         return runtime

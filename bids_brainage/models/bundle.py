@@ -261,6 +261,10 @@ def load_selected_bundles(specs: list[str]) -> list[Bundle]:
     if bundles and all(role_of(b.kind) == "explainer" for b in bundles):
         raise BundleError(f"--model {' '.join(specs)}: only importance models; add a bundle "
                           "that predicts brain age")  # fmt:skip
+    fields = {b.card["contract"].get("field_of_view", "stored") for b in bundles}
+    if len(fields) > 1:
+        raise BundleError(f"the --model bundles expect scans on different fields of view "
+                          f"({sorted(fields)}): use bundles trained with one version")  # fmt:skip
     templates = {b.card["contract"]["template"] for b in bundles}
     if len(templates) > 1:
         raise BundleError(f"the --model bundles were trained on different templates: {templates}")
@@ -298,12 +302,15 @@ def _input_of(kind: str) -> str:
 
 
 def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None,
-                 brain_extraction: str | None = None) -> dict:  # fmt:skip
+                 brain_extraction: str | None = None,
+                 field_of_view: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or _input_of(kind)}  # fmt:skip
     if brain_extraction is not None:
         contract["brain_extraction"] = brain_extraction
+    if field_of_view is not None:
+        contract["field_of_view"] = field_of_view
     if grid is not None:
         contract["grid"] = grid
     return contract

@@ -48,10 +48,16 @@ ROI_COLUMNS = {
 }  # fmt:skip
 
 
+# what a contract without the key means: bundles trained before the head grid kept the
+# stored field of view
+CONTRACT_DEFAULTS = {"field_of_view": "stored"}
+
+
 def prediction_flags(card: dict, age: float | None, predicted: float,
-                     qc_flags=(), brain_extraction: str | None = None) -> list[str]:  # fmt:skip
+                     qc_flags=(), preprocessing: dict | None = None) -> list[str]:  # fmt:skip
     """What makes one prediction doubtful: ages outside the training range, failed QC, a
-    contrast unlike T1w, a brain mask made by another method than the training scans'.
+    contrast unlike T1w, preprocessing (``brain_extraction``, ``field_of_view``) unlike the
+    training scans'.
     """
     flags = []
     ages = card.get("training_data", {}).get("age", {})
@@ -66,14 +72,16 @@ def prediction_flags(card: dict, age: float | None, predicted: float,
         flags.append("failed_qc")
     if "unlike_t1w_contrast" in qc_flags:
         flags.append("unlike_training_contrast")
-    trained_with = card.get("contract", {}).get("brain_extraction")
-    if brain_extraction and trained_with and brain_extraction != trained_with:
-        flags.append("brain_extraction_unlike_training")
+    contract = card.get("contract", {})
+    for key, used in (preprocessing or {}).items():
+        trained_with = contract.get(key, CONTRACT_DEFAULTS.get(key))
+        if used and trained_with and used != trained_with:
+            flags.append(f"{key}_unlike_training")
     return flags
 
 
 def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None,
-                  qc_flags=(), brain_extraction: str | None = None):  # fmt:skip
+                  qc_flags=(), preprocessing: dict | None = None):  # fmt:skip
     """One row per bundle: prediction, conformal interval, chronological age, brain-PAD and
     the flags that make the prediction doubtful.
     """
@@ -83,7 +91,7 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
         halfwidth = bundle.halfwidth
         known = age is not None and not (isinstance(age, float) and math.isnan(age))
         flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags,
-                                 brain_extraction)  # fmt:skip
+                                 preprocessing)  # fmt:skip
         rows.append({
             "model": bundle.name,
             "model_kind": bundle.kind,

@@ -209,7 +209,8 @@ def brain_extract(
     band: voxels classified as GM/WM are added, CSF-class voxels outside the warped template
     mask are removed; inputs that are already skull-stripped are detected and only cleaned.
     ``deepbet`` method: the mask of the deepbet network (heads and stripped brains alike); the
-    head affine still initialises the registration.
+    registration then starts from the brains' centres of mass, and the head affine serves the
+    QC only (the Dice with the warped template mask).
     """
     if method not in BRAIN_EXTRACTION_METHODS:
         raise ValueError(f"brain extraction must be one of {BRAIN_EXTRACTION_METHODS}")
@@ -260,9 +261,13 @@ def brain_extract(
 
 
 def register_to_template(
-    n4_file: Path, mask_file: Path, template: Template, initial: list[str], preset: str, work: Path
-) -> tuple[Transforms, dict]:
-    """Brain-to-brain affine + SyN registration to the template, started from the head affine."""
+    n4_file: Path, mask_file: Path, template: Template, initial: list[str] | None, preset: str,
+    work: Path,
+) -> tuple[Transforms, dict]:  # fmt:skip
+    """Brain-to-brain affine + SyN registration to the template, started from ``initial`` (the
+    head affine) or, when None, by aligning the two brains' centres of mass: a start that the
+    field of view (neck, zero padding, a cut-off chin) cannot move.
+    """
     ants = _ants()
     if preset not in REGISTRATION_PRESETS:
         raise ValueError(f"unknown registration preset {preset!r}; use fast or precise")

@@ -22,6 +22,10 @@ from ..utils.io import atomic_path
 # of the training data; the model contract records it.
 WORKING_VOXEL_MM = 2.0
 GRID_TOLERANCE = 0.02  # voxel sizes within 2 % of the working grid are used as they are
+# Every scan is put on a grid of its head plus this margin (cropped, or padded with zeros where
+# the head is closer to the edge): N4's B-spline domain and the registration then see the same
+# head whatever field of view (zero padding, air, a longer scan box) it was stored with.
+CROP_MARGIN_MM = 16.0
 
 
 def needs_working_grid(zooms, working_voxel_mm: float = WORKING_VOXEL_MM) -> bool:
@@ -72,6 +76,47 @@ def to_working_grid(img: nb.Nifti1Image, voxel_mm: float = WORKING_VOXEL_MM) -> 
     return result
 
 
+def head_box(data: np.ndarray, zooms) -> tuple[np.ndarray, np.ndarray]:
+    """Voxel bounds [low, high) of the head (Otsu foreground, largest component) widened by
+    ``CROP_MARGIN_MM`` on every side; they may reach beyond the image, where the head is close
+    to its edge. The whole image when no head can be told from the background.
+    """
+    from .anatomical import foreground_mask
+
+    shape = np.asarray(data.shape)
+    margin = np.ceil(CROP_MARGIN_MM / np.asarray(zooms, float)).astype(int)
+    # the mask's morphology sees zeros beyond the edge, as it would in a zero-padded copy
+    padded = np.pad(data, [(m, m) for m in margin])
+    try:
+        head = foreground_mask(padded)
+    except ValueError:  # no positive voxel: nothing to tell the head from
+        return np.zeros(3, int), shape
+    if not head.any():
+        return np.zeros(3, int), shape
+    inside = np.argwhere(head) - margin
+    return inside.min(axis=0) - margin, inside.max(axis=0) + 1 + margin
+
+
+def to_head_grid(img: nb.Nifti1Image, low, high) -> nb.Nifti1Image:
+    """``img`` on the voxel bounds [low, high) of its own grid: cropped where they lie inside
+    it, padded with zeros where they lie beyond (the head's grid, however it was stored).
+    """
+    low, high = np.asarray(low, int), np.asarray(high, int)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    out = np.zeros(tuple(high - low), np.float32)
+    source = tuple(
+        slice(max(a, 0), min(b, s)) for a, b, s in zip(low, high, data.shape, strict=True)
+    )
+    target = tuple(slice(src.start - a, src.stop - a) for src, a in zip(source, low, strict=True))
+    out[target] = data[source]
+    affine = img.affine.copy()
+    affine[:3, 3] = img.affine[:3, :3] @ low + img.affine[:3, 3]
+    result = nb.Nifti1Image(out, affine, img.header)
+    result.set_qform(affine, code=1)
+    result.set_sform(affine, code=1)
+    return result
+
+
 @dataclass(frozen=True)
 class ConformLimits:
     """What counts as a plausible brain MRI (voxel size and field of view in mm)."""
@@ -115,9 +160,12 @@ def conform_t1w(
     out_file: Path,
     limits: ConformLimits | None = None,
     working_voxel_mm: float = WORKING_VOXEL_MM,
+    head_grid: bool = True,
 ) -> dict:
     """Check ``in_file`` and write it reoriented to RAS as float32 to ``out_file``, on the
-    isotropic working grid of ``working_voxel_mm`` when its voxels are of another size.
+    isotropic working grid of ``working_voxel_mm`` when its voxels are of another size, on
+    the grid of the head plus ``CROP_MARGIN_MM`` (``head_grid``; off, the stored field of view
+    is kept).
 
     Raises
     ------
@@ -196,6 +244,10 @@ def conform_t1w(
     resampled = needs_working_grid(zooms, working_voxel_mm)
     if resampled:
         ras = to_working_grid(ras, working_voxel_mm)
+    low, high = head_box(np.asarray(ras.dataobj), ras.header.get_zooms()[:3])
+    cropped = head_grid and bool(np.any(low != 0) or np.any(high != np.asarray(ras.shape)))
+    if cropped:
+        ras = to_head_grid(ras, low, high)
     ras.header.set_xyzt_units("mm", "sec")
     ras.header.set_slope_inter(1.0, 0.0)
     _save_atomic(ras, out_file)
@@ -228,6 +280,8 @@ def conform_t1w(
         "intensity_max": hi,
         "working_voxel_mm": working_voxel_mm,
         "resampled_to_working_grid": resampled,
+        "cropped_to_head": cropped,
+        "field_of_view": "head" if head_grid else "stored",
         "output_shape": list(ras.shape),
         "output_orientation": "".join(nb.aff2axcodes(ras.affine)),
         "flags": flags,

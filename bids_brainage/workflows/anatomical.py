@@ -16,7 +16,9 @@ from ..interfaces.anatomical import (
 from ..interfaces.conform import Conform
 
 
-def init_conform_wf(*, limits: dict | None = None, name: str = "conform_wf") -> pe.Workflow:
+def init_conform_wf(
+    *, limits: dict | None = None, head_grid: bool = True, name: str = "conform_wf"
+) -> pe.Workflow:
     """Check the raw T1w is a usable 3-D brain MRI and reorient it to RAS.
 
     Inputs
@@ -39,7 +41,10 @@ def init_conform_wf(*, limits: dict | None = None, name: str = "conform_wf") -> 
     )
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=["t1w_conformed", "qc"]), name="outputnode")
-    conform = pe.Node(Conform(limits=limits or {}), name="conform")
+    conform = pe.Node(Conform(limits=limits or {}, head_grid=head_grid), name="conform")
+    if head_grid:
+        workflow.__desc__ += (" Its grid was then cut to the head plus 16 mm (zero-padded where "
+                              "the head came closer to the edge).")  # fmt:skip
     workflow.connect([
         (inputnode, conform, [("t1w", "in_file")]),
         (conform, outputnode, [("out_file", "t1w_conformed"), ("qc", "qc")]),
@@ -101,7 +106,8 @@ def init_registration_wf(
 ) -> pe.Workflow:
     """Brain-to-template affine + SyN registration.
 
-    Inputs: in_file, in_mask, initial (head affine). Outputs: forward, inverse, invert_flags, qc.
+    Inputs: in_file, in_mask, initial (head affine; unset: centres of mass). Outputs: forward,
+    inverse, invert_flags, qc.
     """
     node = pe.Node(
         RegisterToTemplate(template=template, preset=preset, seed=seed), name="registration"
@@ -174,6 +180,7 @@ def init_anat_preproc_wf(
     seed: int,
     limits: dict | None = None,
     brain_extraction: str = "deepbet",
+    field_of_view: str = "head",
     threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
@@ -190,13 +197,15 @@ def init_anat_preproc_wf(
     field), v2 (native), t1w_tpl, v2_tpl, modulated (CSF, GM, WM), histogram, volumes, and the
     QC dicts qc_conform, qc_n4, qc_brain, qc_registration, qc_measures, qc_template_maps
     """
+    if field_of_view not in ("head", "stored"):
+        raise ValueError(f"field_of_view must be head or stored, not {field_of_view!r}")
     workflow = pe.Workflow(name=name)
     outputs = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
                "modulated", "histogram", "volumes", "qc_conform", "qc_n4", "qc_brain",
                "qc_registration", "qc_measures", "qc_template_maps"]  # fmt:skip
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
-    conform_wf = init_conform_wf(limits=limits)
+    conform_wf = init_conform_wf(limits=limits, head_grid=field_of_view == "head")
     n4_wf = init_n4_wf()
     brain_extraction_wf = init_brain_extraction_wf(
         template=template, seed=seed, method=brain_extraction, threads=threads
@@ -205,13 +214,17 @@ def init_anat_preproc_wf(
     segmentation_wf = init_segmentation_wf(template=template)
     normalisation_wf = init_normalisation_wf()
     template_maps_wf = init_template_maps_wf(template=template)
+    # The head affine starts the registration, but for deepbet masks on the head's grid: the
+    # brains' centres of mass then start it, which the field of view cannot move.
+    if brain_extraction == "template" or field_of_view == "stored":
+        workflow.connect(brain_extraction_wf, "outputnode.head_affine",
+                         registration_wf, "inputnode.initial")  # fmt:skip
     workflow.connect([
         (inputnode, conform_wf, [("t1w", "inputnode.t1w")]),
         (conform_wf, n4_wf, [("outputnode.t1w_conformed", "inputnode.in_file")]),
         (n4_wf, brain_extraction_wf, [("outputnode.out_file", "inputnode.in_file")]),
         (n4_wf, registration_wf, [("outputnode.out_file", "inputnode.in_file")]),
-        (brain_extraction_wf, registration_wf, [("outputnode.out_mask", "inputnode.in_mask"),
-                                                ("outputnode.head_affine", "inputnode.initial")]),
+        (brain_extraction_wf, registration_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
         (n4_wf, segmentation_wf, [("outputnode.out_file", "inputnode.in_file")]),
         (brain_extraction_wf, segmentation_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
         (registration_wf, segmentation_wf, [

@@ -77,6 +77,8 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
         seed=config.seeds.ants,
         limits=settings.conform_limits(),
         brain_extraction=settings.brain_extraction,
+        # the CLI resolves "auto" from the bundles; a config built otherwise gets the head grid
+        field_of_view="head" if settings.field_of_view == "auto" else settings.field_of_view,
         threads=config.nipype.omp_nthreads,
     )
     relative = scan.path.relative_to(execution.bids_dir).as_posix()

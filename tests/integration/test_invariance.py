@@ -24,14 +24,12 @@ CI_TRANSFORMS = ("up1mm", "ras", "float32")
 MAX_DELTA_AGE, MEDIAN_DELTA_AGE, MAX_VOLUME_PCT = 4.0, 1.5, 3.0
 
 
-@pytest.fixture(scope="module")
-def copies_run(ixi_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("invariance")
+def _copies(ixi_dir, root, transforms, *options):
     bids = root / "bids"
     rows = []
     for subject, age in SUBJECTS.items():
         img = nb.load(ixi_dir / f"sub-{subject}" / "anat" / f"sub-{subject}_T1w.nii.gz")
-        for name in ("orig", *CI_TRANSFORMS):
+        for name in ("orig", *transforms):
             label = f"{subject.lower()}{name}"
             anat = bids / f"sub-{label}" / "anat"
             anat.mkdir(parents=True)
@@ -42,8 +40,30 @@ def copies_run(ixi_dir, tmp_path_factory):
     (bids / "dataset_description.json").write_text(json.dumps(
         {"Name": "IXI nuisance copies", "BIDSVersion": "1.10.0"}))  # fmt:skip
     code = main([str(bids), str(root / "out"), "participant", "-w", str(root / "work"),
-                 "--model", "default", "--nprocs", "2", "--skip-bids-validation"])  # fmt:skip
+                 "--model", "default", "--nprocs", "2", "--skip-bids-validation",
+                 *options])  # fmt:skip
     return code, root / "out"
+
+
+@pytest.fixture(scope="module")
+def copies_run(ixi_dir, tmp_path_factory):
+    return _copies(ixi_dir, tmp_path_factory.mktemp("invariance"), CI_TRANSFORMS)
+
+
+def test_zero_padding_changes_nothing_on_the_head_grid(ixi_dir, tmp_path):
+    """With --field-of-view head, 30 mm of zeros below the neck give the same scan: same
+    predicted age, same volumes (the stored field of view moved it 5.1 y, docs/benchmarks.md).
+    """
+    code, out = _copies(ixi_dir, tmp_path, ("neck30",), "--field-of-view", "head")
+    assert code == 0
+    for subject in SUBJECTS:
+        base_age, base_volumes = _measure(out, f"{subject.lower()}orig")
+        age, volumes = _measure(out, f"{subject.lower()}neck30")
+        assert age == pytest.approx(base_age, abs=0.01)
+        assert volumes == pytest.approx(base_volumes, rel=1e-4)
+        table = pd.read_csv(out / f"sub-{subject.lower()}neck30" / "anat" /
+                            f"sub-{subject.lower()}neck30_brainage.tsv", sep="\t")  # fmt:skip
+        assert "field_of_view_unlike_training" in table["flags"].iloc[0]
 
 
 def _measure(out, label):

@@ -30,3 +30,17 @@ def test_contrast_flag_from_tissue_peaks():
     t2w = {"measures": {"gm_peak": 520.0, "wm_peak": 410.0}}  # GM brighter than WM
     assert "unlike_t1w_contrast" not in derive_flags(t1w)
     assert "unlike_t1w_contrast" in derive_flags(t2w)
+
+
+def test_preprocessing_unlike_the_training_scans_is_flagged():
+    card = {"contract": {"brain_extraction": "deepbet"}}  # trained before the head grid
+    assert prediction_flags(card, 40.0, 40.0, preprocessing={"brain_extraction": "deepbet",
+                            "field_of_view": "stored"}) == []  # fmt:skip
+    assert prediction_flags(
+        card, 40.0, 40.0, preprocessing={"brain_extraction": "template", "field_of_view": "head"}
+    ) == [  # fmt:skip
+        "brain_extraction_unlike_training",
+        "field_of_view_unlike_training",
+    ]
+    newer = {"contract": {"brain_extraction": "deepbet", "field_of_view": "head"}}
+    assert prediction_flags(newer, 40.0, 40.0, preprocessing={"field_of_view": "head"}) == []

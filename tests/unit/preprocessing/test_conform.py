@@ -6,7 +6,12 @@ import nibabel as nb
 import numpy as np
 import pytest
 
-from bids_brainage.preprocessing.conform import ConformLimits, conform_t1w, obliquity_degrees
+from bids_brainage.preprocessing.conform import (
+    ConformLimits,
+    conform_t1w,
+    head_box,
+    obliquity_degrees,
+)
 from bids_brainage.utils.bids import InputError
 
 SHAPE = (70, 80, 90)  # asymmetric, so axis mix-ups fail
@@ -39,7 +44,7 @@ def test_reorients_to_ras_keeping_world_positions(tmp_path, rng, codes):
     stored = nb.orientations.apply_orientation(data, transform)
     affine = ras_affine @ inv_ornt_aff(transform, data.shape)
     src = save(nb.Nifti1Image(stored, affine), tmp_path / "in.nii.gz")
-    qc = conform_t1w(src, tmp_path / "out.nii.gz")
+    qc = conform_t1w(src, tmp_path / "out.nii.gz", head_grid=False)
     out = nb.load(tmp_path / "out.nii.gz")
     assert nb.aff2axcodes(out.affine) == ("R", "A", "S")
     assert out.shape == SHAPE and out.get_data_dtype() == np.float32
@@ -55,7 +60,7 @@ def test_uint8_with_scaling_is_read_in_real_units(tmp_path, rng):
     img.set_data_dtype(np.uint8)  # nibabel stores scl_slope/inter
     src = save(img, tmp_path / "u8.nii.gz")
     assert nb.load(src).get_data_dtype() == np.uint8
-    qc = conform_t1w(src, tmp_path / "out.nii.gz")
+    qc = conform_t1w(src, tmp_path / "out.nii.gz", head_grid=False)
     out = nb.load(tmp_path / "out.nii.gz").get_fdata()
     assert qc["scl_slope_applied"] is True and qc["input_dtype"] == "uint8"
     assert out.max() == pytest.approx(data.max(), rel=0.01)  # not 255
@@ -137,7 +142,7 @@ def test_missing_file_and_voxel_count_limit(tmp_path, rng):
 def test_single_volume_4d_is_accepted(tmp_path, rng):
     data = head_like(rng)
     src = save(nb.Nifti1Image(data[..., None], np.diag([2, 2, 2, 1.0])), tmp_path / "v.nii.gz")
-    conform_t1w(src, tmp_path / "out.nii.gz")
+    conform_t1w(src, tmp_path / "out.nii.gz", head_grid=False)
     assert nb.load(tmp_path / "out.nii.gz").shape == SHAPE
 
 
@@ -150,8 +155,17 @@ def test_two_mm_scans_keep_their_grid(tmp_path, ixi_dir):
     qc = conform_t1w(src, tmp_path / "out.nii.gz")
     out, canonical = nb.load(tmp_path / "out.nii.gz"), nb.as_closest_canonical(nb.load(src))
     assert qc["resampled_to_working_grid"] is False and qc["working_voxel_mm"] == 2.0
-    np.testing.assert_allclose(out.get_fdata(), canonical.get_fdata(), rtol=1e-6)
-    np.testing.assert_allclose(out.affine, canonical.affine)
+    # the same voxels on the head's grid: values untouched where the two grids overlap
+    low, high = head_box(canonical.get_fdata(dtype=np.float32), (2, 2, 2))
+    assert qc["cropped_to_head"] and out.shape == tuple(high - low)
+    np.testing.assert_allclose(out.affine[:3, :3], canonical.affine[:3, :3])
+    offset = np.linalg.inv(canonical.affine) @ out.affine[:, 3]
+    np.testing.assert_allclose(offset[:3], low)
+    inner = tuple(slice(max(0, -a), min(h - a, s) - a) for a, h, s in
+                  zip(low, high, canonical.shape, strict=True))  # fmt:skip
+    source = tuple(slice(max(0, a), min(h, s)) for a, h, s in
+                   zip(low, high, canonical.shape, strict=True))  # fmt:skip
+    np.testing.assert_allclose(out.get_fdata()[inner], canonical.get_fdata()[source], rtol=1e-6)
 
 
 @pytest.mark.parametrize("voxels", [1.0, (1.0, 1.0, 3.0), 3.0, (0.9, 0.9, 1.2)])
@@ -177,5 +191,61 @@ def test_other_voxel_sizes_come_out_on_the_working_grid(tmp_path, ixi_dir, voxel
     bright = original.get_fdata() > np.percentile(original.get_fdata(), 60)
     r = np.corrcoef(original.get_fdata()[bright], back[bright])[0, 1]
     assert r > {1.0: 0.95, 3.0: 0.8}.get(voxels, 0.9)
-    assert back[bright].mean() == pytest.approx(original.get_fdata()[bright].mean(),
-                                                rel=0.06 if voxels == 3.0 else 0.04)
+    assert back[bright].mean() == pytest.approx(
+        original.get_fdata()[bright].mean(), rel=0.06 if voxels == 3.0 else 0.04
+    )
+
+
+def ellipsoid_head(shape=(90, 100, 80), centre=(45, 50, 45), radii=(30, 36, 30), rng=None):
+    """A bright ellipsoid 'head' in noisy air (2 mm voxels)."""
+    rng = rng or np.random.default_rng(0)
+    grid = np.indices(shape).astype(float)
+    inside = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True)) <= 1
+    data = np.abs(rng.normal(0, 3, shape)).astype(np.float32)
+    data[inside] += 100
+    return data, inside
+
+
+def test_scans_are_cropped_to_the_head_plus_a_margin(tmp_path):
+    from bids_brainage.preprocessing.conform import CROP_MARGIN_MM
+
+    data, inside = ellipsoid_head()
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    qc = conform_t1w(save(nb.Nifti1Image(data, affine), tmp_path / "in.nii.gz"),
+                     tmp_path / "out.nii.gz")  # fmt:skip
+    out = nb.load(tmp_path / "out.nii.gz")
+    assert qc["cropped_to_head"]
+    voxels = np.argwhere(inside)
+    margin = int(CROP_MARGIN_MM / 2)
+    # the head plus 8 voxels (16 mm) each side, zero-padded beyond the image (±1 for Otsu)
+    expected = np.ptp(voxels, axis=0) + 1 + 2 * margin
+    assert np.all(np.abs(np.asarray(out.shape) - expected) <= 2), (out.shape, expected)
+    # every head voxel kept at its world position
+    head_world = affine @ np.c_[np.argwhere(inside), np.ones(inside.sum())].T
+    ijk = np.round(np.linalg.inv(out.affine) @ head_world)[:3].astype(int).T
+    assert (ijk >= 0).all() and (ijk < out.shape).all()
+    assert np.all(np.asarray(out.dataobj)[tuple(ijk.T)] > 50)
+
+
+def test_zero_padding_or_more_air_gives_the_same_conformed_image(tmp_path):
+    """The field of view a head is stored with does not change what the pipeline sees."""
+    data, _ = ellipsoid_head(centre=(45, 50, 33))  # the head 6 mm above the field's lower edge
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    original = conform_t1w(save(nb.Nifti1Image(data, affine), tmp_path / "a.nii.gz"),
+                           tmp_path / "a_out.nii.gz")  # fmt:skip
+    padded = np.pad(data, [(0, 0), (0, 0), (15, 0)])  # 30 mm of zeros below
+    shifted = affine.copy()
+    shifted[2, 3] -= 30
+    conform_t1w(save(nb.Nifti1Image(padded, shifted), tmp_path / "b.nii.gz"),
+                tmp_path / "b_out.nii.gz")  # fmt:skip
+    a, b = nb.load(tmp_path / "a_out.nii.gz"), nb.load(tmp_path / "b_out.nii.gz")
+    assert original["cropped_to_head"]
+    assert a.shape == b.shape
+    np.testing.assert_allclose(a.affine, b.affine)
+    np.testing.assert_array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj))
+
+
+def test_an_image_without_positive_values_is_not_cropped(tmp_path):
+    data = -np.ones((20, 20, 20), np.float32)
+    low, high = head_box(data, (2, 2, 2))
+    assert list(low) == [0, 0, 0] and list(high) == [20, 20, 20]
