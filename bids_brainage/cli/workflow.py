@@ -68,8 +68,7 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
                            bundle.name, trained_with, config.workflow.brain_extraction)  # fmt:skip
     if config.workflow.field_of_view == "auto":  # the bundles' (checked to be one); without
         # bundles (preprocessing for training) the head's grid
-        fields = {b.card["contract"].get("field_of_view", "stored") for b in bundles}
-        config.workflow.field_of_view = fields.pop() if fields else "head"
+        config.workflow.field_of_view = bundles[0].field_of_view if bundles else "head"
     config.models.plan = BundlePlan.of([b.describe() for b in bundles])
     if config.models.plan.local is not None:
         labels, names = harvard_oxford(template, execution.work_dir / "templates")

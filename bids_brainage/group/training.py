@@ -30,7 +30,6 @@ from ..models.bundle import (
     save_bundle,
     sha256,
 )
-from ..models.deep import DeepAgeModel
 from ..models.inputs import ContractError, ScanFeatures, grid_signature, load_inputs
 from ..models.kinds import ENSEMBLE, estimator_class, make_estimator
 from ..models.local import LOCAL_DEFAULTS, LocalErrors
@@ -186,7 +185,7 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
     overrides = {"epochs": settings.max_epochs} if settings.max_epochs else {}
     model = make_estimator(kind, affine=affine, settings=overrides, threads=run.threads,
                            random_state=seed)  # fmt:skip
-    networks = issubclass(cls, DeepAgeModel)
+    networks = cls.storage == "torch" and cls.role == "global"  # the CNN kinds
     fractions = NETWORK_LEARNING_FRACTIONS if networks else LEARNING_FRACTIONS
     local_errors = None
     if cls.role == "local":  # one fit per fold costs minutes: no learning curve

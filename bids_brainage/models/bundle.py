@@ -32,6 +32,9 @@ FORMAT_VERSION = 1
 DEFAULT_BUNDLE = "default"
 # what the participant level runs without --model: global age, local maps, U-noise importance
 DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
+# what a contract without the key means: bundles trained before the head grid kept the
+# stored field of view
+CONTRACT_DEFAULTS = {"field_of_view": "stored"}
 
 
 class BundleError(ValueError):
@@ -73,6 +76,12 @@ class Bundle:
     @property
     def kind(self) -> str:
         return self.card["kind"]
+
+    @property
+    def field_of_view(self) -> str:
+        """The field of view its training scans were processed on (``head`` or ``stored``)."""
+        key = "field_of_view"
+        return self.card.get("contract", {}).get(key, CONTRACT_DEFAULTS[key])
 
     @property
     def halfwidth(self) -> float:
@@ -261,7 +270,7 @@ def load_selected_bundles(specs: list[str]) -> list[Bundle]:
     if bundles and all(role_of(b.kind) == "explainer" for b in bundles):
         raise BundleError(f"--model {' '.join(specs)}: only importance models; add a bundle "
                           "that predicts brain age")  # fmt:skip
-    fields = {b.card["contract"].get("field_of_view", "stored") for b in bundles}
+    fields = {b.field_of_view for b in bundles}
     if len(fields) > 1:
         raise BundleError(f"the --model bundles expect scans on different fields of view "
                           f"({sorted(fields)}): use bundles trained with one version")  # fmt:skip

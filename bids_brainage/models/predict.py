@@ -7,7 +7,7 @@ import math
 import pandas as pd
 
 from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
-from .bundle import Bundle
+from .bundle import CONTRACT_DEFAULTS, Bundle
 from .inputs import ScanFeatures
 
 BRAINAGE_COLUMNS = {
@@ -46,11 +46,6 @@ ROI_COLUMNS = {
     "mean_local_pad": {"Description": "Mean local brain-PAD (local brain age - chronological "
                        "age), uncorrected; n/a without an age", "Units": "year"},
 }  # fmt:skip
-
-
-# what a contract without the key means: bundles trained before the head grid kept the
-# stored field of view
-CONTRACT_DEFAULTS = {"field_of_view": "stored"}
 
 
 def prediction_flags(card: dict, age: float | None, predicted: float,
