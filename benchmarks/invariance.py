@@ -134,6 +134,39 @@ def run(
     return pd.DataFrame(records), elapsed
 
 
+def rescore(keep: Path, bundle: str) -> pd.DataFrame:
+    """Δ age of another bundle on the copies kept by an earlier ``--keep`` run: its features
+    (template-space maps, histograms) do not depend on the model, so no rerun is needed.
+    Tissue volumes are the kept run's.
+    """
+    from bids_brainage.models.bundle import load_selected_bundles
+    from bids_brainage.models.inputs import ScanFeatures
+    from bids_brainage.utils.derivatives import ScanDerivatives
+
+    model = load_selected_bundles([bundle])[0]
+    out = keep / "out"
+    ages = {}
+    for qc_file in ScanDerivatives.find_qc(out):
+        qc = json.loads(qc_file.read_text())
+        features = ScanFeatures(**ScanDerivatives.from_qc(out, qc).model_inputs())
+        ages[qc["scan"]["subject"]] = model.predict_scan(features)
+    records = []
+    for label in sorted({k.removesuffix("orig") for k in ages if k.endswith("orig")}):
+        base = measure(out, f"{label}orig")
+        for name in sorted(k.removeprefix(label) for k in ages if k.startswith(label)):
+            if name == "orig":
+                continue
+            copy = measure(out, f"{label}{name}")
+            records.append({
+                "subject": label, "transform": name, "age": None, "failed": False,
+                "delta_age": ages[f"{label}{name}"] - ages[f"{label}orig"],
+                **{f"delta_{t}_pct": 100 * (copy[t] - base[t]) / base[t]
+                   for t in ("gm", "wm", "csf")},
+                "flags": copy["flags"],
+            })  # fmt:skip
+    return pd.DataFrame(records)
+
+
 def summarise(records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for name, part in records.groupby("transform", sort=False):
@@ -164,11 +197,20 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the copies and outputs in this folder")
     parser.add_argument("--save", type=Path, help="write the per-scan table as TSV")
     parser.add_argument("--ixi", type=Path, default=IXI, help="the IXI BIDS folder")
+    parser.add_argument("--rescore", metavar="BUNDLE",
+                        help="with --keep DIR of an earlier run: score this bundle on its "
+                             "copies without rerunning the participant level")  # fmt:skip
     opts = parser.parse_args()
     IXI_DIR[0] = opts.ixi
-    records, elapsed = run(
-        pick_subjects(opts.subjects), opts.transforms, opts.nprocs, opts.keep, opts.field_of_view
-    )
+    if opts.rescore:
+        started = time.perf_counter()
+        records = rescore(opts.keep, opts.rescore)
+        elapsed = time.perf_counter() - started
+        opts.transforms = list(dict.fromkeys(records["transform"]))
+        opts.subjects = records["subject"].nunique()
+    else:
+        records, elapsed = run(pick_subjects(opts.subjects), opts.transforms, opts.nprocs,
+                               opts.keep, opts.field_of_view)  # fmt:skip
     if opts.save:
         records.to_csv(opts.save, sep="\t", index=False)
     table = summarise(records)

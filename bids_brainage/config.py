@@ -31,6 +31,7 @@ class ExecutionSettings:
     session_label: list[str] | None = None
     bids_filters: dict = field(default_factory=dict)
     skip_bids_validation: bool = False
+    list_participants: bool = False
     verbosity: int = 0
     quiet: bool = False
     run_uuid: str = ""
@@ -85,6 +86,7 @@ class NipypeSettings:
     nprocs: int = 1
     omp_nthreads: int = 1
     mem_gb: float | None = None
+    use_plugin: dict | None = None  # --use-plugin: {"plugin": ..., "plugin_args": {...}}
 
     def limit_threads(self) -> None:
         """Cap the threads of every library in this process and the node processes it starts."""
@@ -95,10 +97,24 @@ class NipypeSettings:
 
     @property
     def plugin(self) -> str:
+        if self.use_plugin:
+            return self.use_plugin["plugin"]
         return "MultiProc" if self.nprocs > 1 else "Linear"
 
     @property
+    def batch_plugin(self) -> bool:
+        """A scheduler plugin: every node is a job (SLURM, SGE, PBS and their Graph forms)."""
+        return self.plugin not in ("MultiProc", "Linear")
+
+    @property
     def plugin_args(self) -> dict:
+        if self.use_plugin:
+            args = dict(self.use_plugin["plugin_args"])
+            if self.plugin == "MultiProc":
+                args.setdefault("n_procs", self.nprocs)
+            if self.plugin.endswith("Graph"):  # an empty mapping fails in Nipype
+                args.setdefault("dont_resubmit_completed_jobs", True)
+            return args
         if self.plugin == "Linear":
             return {}
         args = {"n_procs": self.nprocs, "raise_insufficient": False}

@@ -24,7 +24,11 @@ from pathlib import Path
 
 from bids_brainage.cli.run import main
 from bids_brainage.config import ModelSettings, Seeds
-from bids_brainage.group.collect import collect_scan_table, read_dataset_description
+from bids_brainage.group.collect import (
+    collect_scan_table,
+    nuisance_copies_table,
+    read_dataset_description,
+)
 from bids_brainage.group.training import TrainingRun, run_training
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,16 +57,17 @@ def run(*args: str) -> None:
         sys.exit(f"bids_brainage {' '.join(map(str, args))} failed with exit code {code}")
 
 
-def train_bundle(out: Path, participants: list[str], threads: int, name: str, kind: str,
-                 **settings) -> Path:  # fmt:skip
+def train_bundle(out: Path, participants: list[str], threads: int, nuisance, name: str,
+                 kind: str, **settings) -> Path:  # fmt:skip
     """``group --train-model NAME --model-kind KIND`` without the group statistics: the
-    training library called directly, with the seed the command would use.
+    training library called directly, with the seed the command would use; ``nuisance``: the
+    table of nuisance copies of training scans (kinds that learn from them use them).
     """
     table, problems = collect_scan_table(DATA, out, participants)
     for problem in problems:
         print(problem, file=sys.stderr)
     job = TrainingRun(ModelSettings(train_model=name, model_kind=kind, **settings), out,
-                      Seeds().derive("training"), threads)  # fmt:skip
+                      Seeds().derive("training"), threads, nuisance)  # fmt:skip
     return run_training(job, table, read_dataset_description(DATA))
 
 
@@ -76,6 +81,9 @@ def parse():
     parser.add_argument("--local", action="store_true", help="train the local-unet bundle")
     parser.add_argument("--unoise", action="store_true",
                         help="train the U-noise model of the default bundle")  # fmt:skip
+    parser.add_argument("--nuisance", nargs=2, type=Path, metavar=("BIDS", "DERIVATIVES"),
+                        help="nuisance copies of training scans (scripts/nuisance_copies.py) "
+                             "and their participant outputs")  # fmt:skip
     parser.add_argument("--install", action="store_true",
                         help="copy the best bundle into the package as 'default'")  # fmt:skip
     return parser.parse_args()
@@ -86,7 +94,8 @@ def train_all():
     out, work = opts.derivatives, opts.work
     if not opts.skip_participant:
         run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs)
-    train = partial(train_bundle, out, training_participants(), int(opts.nprocs))
+    nuisance = nuisance_copies_table(*opts.nuisance) if opts.nuisance else None
+    train = partial(train_bundle, out, training_participants(), int(opts.nprocs), nuisance)
     bundles = {f"ixi-{kind}": train(f"ixi-{kind}", kind) for kind in (*CLASSICAL, *opts.cnn)}
     best_two = sorted(bundles, key=lambda n: cv_mae(bundles[n]))[:2]
     bundles["ixi-ensemble"] = train(

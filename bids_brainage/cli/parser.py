@@ -38,6 +38,10 @@ EXIT_NO_MATCH = 18
 EXIT_USAGE = 64
 
 
+NIPYPE_PLUGINS = ("MultiProc", "Linear", "SLURM", "SLURMGraph", "SGE", "SGEGraph", "PBS",
+                  "PBSGraph")  # fmt:skip
+
+
 class UsageError(Exception):
     """A command-line mistake; ``code`` is the exit status."""
 
@@ -117,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help='JSON of pybids filters, fMRIPrep style: {"t1w": {"acquisition": "mprage"}}',
+    )
+    sel.add_argument(
+        "--list-participants",
+        action="store_true",
+        help="print the labels of the participants the selection finds, one per line, and "
+        "stop: nothing is written (a scheduler script's task list, scripts/slurm/submit.sh)",
     )
     sel.add_argument(
         "--skip-bids-validation",
@@ -272,6 +282,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="memory the scheduler may use",
     )
     perf.add_argument(
+        "--use-plugin",
+        "--use_plugin",
+        type=Path,
+        metavar="FILE",
+        help="YAML with 'plugin:' (MultiProc, Linear, SLURM, SLURMGraph, SGE, SGEGraph, PBS, "
+        "PBSGraph) and 'plugin_args:', passed to Nipype for the participant graph",
+    )
+    perf.add_argument(
         "-w",
         "--work-dir",
         "--work_dir",
@@ -287,6 +305,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="master random seed; same input and seed give the same output",
     )
     return parser
+
+
+def read_plugin_file(path: Path | None) -> dict | None:
+    """``--use-plugin``: the Nipype plugin and its arguments, checked (fMRIPrep's format)."""
+    if path is None:
+        return None
+    import yaml
+
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UsageError(f"--use-plugin {path}: cannot be read as YAML ({err})") from None
+    if not isinstance(spec, dict) or spec.get("plugin") not in NIPYPE_PLUGINS:
+        raise UsageError(f"--use-plugin {path}: 'plugin:' must be one of "
+                         f"{', '.join(NIPYPE_PLUGINS)}")  # fmt:skip
+    args = spec.get("plugin_args") or {}
+    if not isinstance(args, dict):
+        raise UsageError(f"--use-plugin {path}: 'plugin_args:' must be a mapping")
+    return {"plugin": spec["plugin"], "plugin_args": args}
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -343,11 +380,13 @@ def parse_args(argv: list[str] | None = None) -> Config:
         session_label=opts.session_label,
         bids_filters=filters,
         skip_bids_validation=opts.skip_bids_validation,
+        list_participants=opts.list_participants,
         verbosity=opts.verbosity,
         quiet=opts.quiet,
         run_uuid=run_uuid,
     )
-    nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb)
+    nipype = NipypeSettings(nprocs=opts.nprocs, omp_nthreads=opts.omp_nthreads, mem_gb=opts.mem_gb,
+                            use_plugin=read_plugin_file(opts.use_plugin))  # fmt:skip
     workflow = WorkflowSettings(
         registration=opts.registration,
         allow_template_download=opts.allow_template_download,

@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     execution = config.execution
+    if execution.list_participants:
+        return list_participants(execution)
     try:
         check_writable(execution.output_dir, "OUTPUT_DIR")
         check_writable(execution.work_dir, "the work folder")
@@ -145,6 +147,23 @@ def validate_input(config: Config) -> int | None:
         print(f"  ... and {len(errors) - 50} more", file=sys.stderr)
     print("Fix them, or pass --skip-bids-validation to go on at your own risk.", file=sys.stderr)
     return EXIT_INVALID_BIDS
+
+
+def list_participants(execution) -> int:
+    """``--list-participants``: the selected participants' labels, nothing written."""
+    try:
+        scans = collect_t1w(execution.bids_dir, execution.participant_label,
+                            execution.session_label, execution.bids_filters)  # fmt:skip
+    except InputError as err:
+        print(f"bids_brainage: {err}", file=sys.stderr)
+        return EXIT_INVALID_BIDS
+    labels = sorted({scan.subject for scan in scans})
+    if not labels:
+        print(f"bids_brainage: no T1w image in {execution.bids_dir} matches the selection",
+              file=sys.stderr)  # fmt:skip
+        return EXIT_NO_MATCH
+    print("\n".join(labels))
+    return EXIT_OK
 
 
 def run_participant(config: Config) -> int:

@@ -5,8 +5,12 @@ files read back into one line per failed scan, and the methods text (as fMRIPrep
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 import re
+import subprocess
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import datetime
@@ -33,6 +37,22 @@ class Failure:
     key: str
     reason: str
     crash_file: Path | None = None
+
+
+def wait_for_graph_jobs(work_dir: Path, poll_s: float = 2.0) -> None:
+    """Wait until none of the jobs that Nipype's SLURMGraph submitted (named in its newest
+    submit_jobs.sh) is in the queue; their crash files then say which scans failed.
+    """
+    scripts = sorted(Path(work_dir).rglob("submit_jobs.sh"), key=lambda p: p.stat().st_mtime)
+    if not scripts:
+        return
+    names = set(re.findall(r" -J (\S+) ", scripts[-1].read_text()))
+    LOGGER.info("waiting for %d SLURM job(s) submitted by SLURMGraph", len(names))
+    while True:
+        queue = subprocess.run(["squeue", "-h", "-o", "%j"], capture_output=True, text=True)
+        if queue.returncode == 0 and not names & set(queue.stdout.split()):
+            return
+        time.sleep(poll_s)
 
 
 def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
@@ -81,7 +101,8 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
         "remove_unnecessary_outputs": False,
         "check_version": False,
         "get_linked_libs": False,
-        "poll_sleep_duration": 0.05,
+        # a scheduler plugin asks the queue at every poll: not 20 times a second
+        "poll_sleep_duration": 2.0 if config.nipype.batch_plugin else 0.05,
     }
     # The scheduler reads its poll interval from the global config, nodes from the workflow's.
     from nipype import config as nipype_config
@@ -91,12 +112,17 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
     methods = methods_text(workflow) + f"\n\nTemplate: {template.name} ({template.source})."
     write_text_atomic(log_dir / "CITATION.md", citation(methods))
     before = set(log_dir.glob("crash-*.txt"))
-    plugin_args = {**config.nipype.plugin_args,
-                   "status_callback": scan_progress(workflow, scans, execution.quiet)}  # fmt:skip
+    plugin, plugin_args = config.nipype.plugin, config.nipype.plugin_args
+    if not plugin.endswith("Graph"):  # Graph plugins submit everything at once: no callback
+        plugin_args["status_callback"] = scan_progress(workflow, scans, execution.quiet)
+    if config.nipype.batch_plugin:  # Nipype's SLURM plugin reads LOGNAME
+        os.environ.setdefault("LOGNAME", getpass.getuser())
     try:
-        workflow.run(plugin=config.nipype.plugin, plugin_args=plugin_args)
+        workflow.run(plugin=plugin, plugin_args=plugin_args)
     except RuntimeError as err:  # raised after every runnable node has run
         LOGGER.debug("nipype: %s", err)
+    if plugin == "SLURMGraph":  # it returns once the jobs are submitted: wait for them
+        wait_for_graph_jobs(execution.work_dir)
     by_workflow = {(subject_workflow_name(s.subject), scan_workflow_name(s)): s for s in scans}
     failures = []
     for crash in sorted(set(log_dir.glob("crash-*.txt")) - before):

@@ -104,6 +104,19 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
     return pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *HIDDEN_COLUMNS]), problems
 
 
+def nuisance_copies_table(bids_dir: Path, output_dir: Path) -> pd.DataFrame:
+    """The processed copies of a nuisance-copy dataset (``scripts/nuisance_copies.py``), each
+    with the ``source_participant`` that participants.tsv names for it.
+    """
+    table, _ = collect_scan_table(bids_dir, output_dir)
+    sources = pd.read_csv(Path(bids_dir) / "participants.tsv", sep="\t", dtype=str)
+    if "source_participant" not in sources:
+        raise ValueError(f"{bids_dir}/participants.tsv: no source_participant column")
+    table["source_participant"] = table["participant_id"].map(
+        sources.set_index("participant_id")["source_participant"])  # fmt:skip
+    return table.dropna(subset=["source_participant"]).reset_index(drop=True)
+
+
 def participant_level_gaps(bids_dir: Path, output_dir: Path, table: pd.DataFrame,
                            participant_label=None) -> list[str]:  # fmt:skip
     """Scans whose latest participant run failed, and participants with no derivatives."""

@@ -58,6 +58,8 @@ class TrainingRun:
     output_dir: Path
     seed: int
     threads: int = 1
+    # scan table of nuisance copies of training scans, with a source_participant column
+    nuisance: pd.DataFrame | None = None
 
     @property
     def target(self) -> Path:
@@ -152,6 +154,24 @@ def preprocessing_of(scans: pd.DataFrame) -> dict:
     return found
 
 
+def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kind: str):
+    """Copy − original inputs for every usable copy whose source is a training scan (its
+    first scan), with the source participants; None when no copy qualifies.
+    """
+    first = {pid: i for i, pid in reversed(list(enumerate(scans["participant_id"])))}
+    usable, _ = select_training_scans(copies.assign(group=None), ())
+    usable = usable[usable["source_participant"].isin(first)].reset_index(drop=True)
+    if usable.empty:
+        return None
+    copies_X, _, _ = load_design(usable, input_kind)
+    if copies_X.shape[1:] != X.shape[1:]:
+        raise TrainingError(f"the nuisance copies' inputs {copies_X.shape[1:]} are unlike the "
+                            f"training scans' {X.shape[1:]}")  # fmt:skip
+    sources = usable["source_participant"].to_numpy()
+    copies_X -= X[[first[s] for s in sources]]
+    return copies_X, sources
+
+
 def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
     """Cross-validate, refit and write the bundle; return its folder."""
     settings, seed = run.settings, run.seed
@@ -192,16 +212,29 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
         fractions = (1.0,)
         local_errors = LocalErrors(X, y, X.sum(axis=1).mean(axis=0) > LOCAL_DEFAULTS[
             "mask_threshold"])  # fmt:skip
+    nuisance = None
+    if run.nuisance is not None and getattr(cls, "learns_nuisance", False):
+        nuisance = nuisance_differences(run.nuisance, scans, X, cls.input)
+        if nuisance is not None:
+            card["nuisance_training"] = {
+                "method": "external parameter orthogonalisation: the leading directions of "
+                          "copy − original differences are projected out before the fit",
+                "copies": int(len(nuisance[1])),
+                "source_participants": sorted(set(nuisance[1])),
+                "energy": model.nuisance_energy}  # fmt:skip
     results = {}
     for split in splits:
         results[split] = cross_validate(
             model, X, y, participants, sites, split=split, n_splits=settings.cv_folds,
             seed=seed, fractions=fractions if split == "random" else (1.0,),
-            on_fold=local_errors if split == "random" else None)  # fmt:skip
+            on_fold=local_errors if split == "random" else None,
+            nuisance=nuisance)  # fmt:skip
         LOGGER.warning("%s split: MAE %.2f ± %.2f years over %d folds", split,
                        results[split]["metrics"]["mae"]["mean"],
                        results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
-    estimator = clone(model).fit(X, y)
+    estimator = clone(model).fit(X, y, **({"nuisance": nuisance[0]} if nuisance else {}))
+    if nuisance:
+        card["nuisance_training"]["components"] = estimator.nuisance_components_
     card["contract"] = contract_for(template, kind, grid,
                                     **preprocessing_of(scans))  # fmt:skip
     if hasattr(estimator, "curve_"):

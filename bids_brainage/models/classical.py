@@ -55,11 +55,22 @@ class LinearAgeModel(RegressorMixin, BaseEstimator):
     def _design(self, X):
         return np.asarray(X, np.float64).reshape(len(X), -1)
 
-    def _fit_design(self, X, y):
+    def _fit_design(self, X, y, nuisance=None, energy=1.0):
+        """Ridge on standardised features; with ``nuisance`` (copy − original feature rows),
+        the main directions of those differences are projected out first, so the fitted
+        coefficients are orthogonal to them (Roger et al. 2003's external parameter
+        orthogonalisation): the prediction ignores the nuisance's most common effects.
+        """
         self.mean_ = X.mean(axis=0)
         self.scale_ = X.std(axis=0)
         self.scale_[self.scale_ == 0] = 1.0
-        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit((X - self.mean_) / self.scale_, y)
+        Z = (X - self.mean_) / self.scale_
+        self.nuisance_components_ = 0
+        if nuisance is not None and len(nuisance):
+            basis = nuisance_basis(nuisance / self.scale_, energy)
+            Z = Z - (Z @ basis) @ basis.T
+            self.nuisance_components_ = basis.shape[1]
+        ridge = RidgeCV(alphas=RIDGE_ALPHAS).fit(Z, y)
         self.coef_, self.intercept_ = ridge.coef_, float(ridge.intercept_)
         self.alpha_ = ridge.alpha_
         return self
@@ -189,6 +200,17 @@ def choose_factor(X, y, factors, seed: int, inner_fit):
     return curve, designs, min(curve, key=curve.get)
 
 
+def nuisance_basis(differences: np.ndarray, energy: float) -> np.ndarray:
+    """Orthonormal columns spanning the fewest leading directions of ``differences`` (rows:
+    copy − original) that hold ``energy`` of their summed squares; the mean shift of a
+    systematic nuisance is the first of them.
+    """
+    _, values, vectors = np.linalg.svd(np.asarray(differences, np.float64), full_matrices=False)
+    share = np.cumsum(values**2) / max(float(np.sum(values**2)), 1e-12)
+    k = min(int(np.searchsorted(share, energy - 1e-9)) + 1, len(values))
+    return vectors[:k].T
+
+
 def _in_brain(small: np.ndarray, volumes: bool) -> np.ndarray:
     """Indices of the features kept: block-averaged voxels inside the training brains, or every
     feature of a flat design matrix.
@@ -223,33 +245,46 @@ class TissueLinear(LinearAgeModel):
     input = "tissue"
     differentiable = True
     volume_input = True
+    learns_nuisance = True  # fit(..., nuisance=copy − original maps)
 
-    def __init__(self, factors=TISSUE_FACTORS, random_state=0):
+    def __init__(self, factors=TISSUE_FACTORS, nuisance_energy=0.9, random_state=0):
         self.factors = factors
+        self.nuisance_energy = nuisance_energy
         self.random_state = random_state
 
     def _design(self, X):
         return _blocks(X, self.factor_)[:, self.voxels_].astype(np.float64)
 
-    def _fit_small(self, small, y, factor, volumes=True):
+    def _fit_small(self, small, y, factor, volumes=True, nuisance=None):
         """Fit on block-averaged maps (n, voxels); keep the voxels inside the brains."""
         self.factor_ = factor
         self.voxels_ = _in_brain(small, volumes)
-        return self._fit_design(small[:, self.voxels_].astype(np.float64), y)
+        if nuisance is not None:
+            nuisance = _blocks(nuisance, factor)[:, self.voxels_].astype(np.float64)
+        return self._fit_design(small[:, self.voxels_].astype(np.float64), y, nuisance,
+                                self.nuisance_energy)  # fmt:skip
 
-    def fit(self, X, y):
+    def fit(self, X, y, nuisance=None):
+        """``nuisance``: optional copy − original maps of training scans (same layout as X)
+        whose main directions the model is made blind to (``nuisance_energy`` of them).
+        """
         X, y = _check_fit(self, X, y)
+        if nuisance is not None:
+            nuisance = np.asarray(nuisance, np.float32)
+            if nuisance.shape[1:] != X.shape[1:]:
+                raise ValueError(f"nuisance maps {nuisance.shape[1:]} unlike X {X.shape[1:]}")
         if X.ndim == 2:
             self.curve_ = {}
-            return self._fit_small(X, y, 1, volumes=False)
+            return self._fit_small(X, y, 1, volumes=False, nuisance=nuisance)
 
         def inner_fit(small, ages, factor):
-            model = TissueLinear((factor,))._fit_small(small, ages, factor)
+            model = TissueLinear((factor,), self.nuisance_energy)._fit_small(
+                small, ages, factor, nuisance=nuisance)  # fmt:skip
             return lambda test: model._predict_design(test[:, model.voxels_])
 
         self.curve_, designs, best = choose_factor(X, y, self.factors, self.random_state,
                                                    inner_fit)  # fmt:skip
-        return self._fit_small(designs[best], y, best)
+        return self._fit_small(designs[best], y, best, nuisance=nuisance)
 
     def predict(self, X):
         check_is_fitted(self)
@@ -267,7 +302,11 @@ class TissueLinear(LinearAgeModel):
     def state(self):
         arrays, params = super().state()
         arrays["voxels"] = self.voxels_.astype(np.int64)
-        params.update(factor=self.factor_, curve={str(k): v for k, v in self.curve_.items()})
+        params.update(
+            factor=self.factor_,
+            curve={str(k): v for k, v in self.curve_.items()},
+            nuisance_components=int(getattr(self, "nuisance_components_", 0)),
+        )
         return arrays, params
 
     @classmethod
@@ -275,6 +314,7 @@ class TissueLinear(LinearAgeModel):
         model = super().from_state(arrays, params)
         model.voxels_, model.factor_ = arrays["voxels"], int(params["factor"])
         model.curve_ = {int(k): v for k, v in params.get("curve", {}).items()}
+        model.nuisance_components_ = int(params.get("nuisance_components", 0))
         model.n_features_in_ = 2  # GM and WM channels
         return model
 

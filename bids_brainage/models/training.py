@@ -55,6 +55,7 @@ def cross_validate(
     seed: int = 0,
     fractions=(1.0,),
     on_fold=None,
+    nuisance=None,
 ) -> dict:
     """Out-of-fold predictions and per-fold metrics of clones of ``estimator``, fold k's
     seeded with ``seed + k``.
@@ -64,6 +65,8 @@ def cross_validate(
     predictions, and the coverage of split-conformal intervals: each fold's half-width comes
     from the other folds' residuals only. ``on_fold(model, test)`` is called with every fold's
     full-size model (local models use it to collect their out-of-fold maps).
+    ``nuisance = (differences, source participants)``: each fold's model learns only the
+    copy − original differences of its own training participants (never a test scan's).
     """
     y = np.asarray(y, float)
     folds = outer_folds(participants, sites, split, n_splits, seed)
@@ -75,7 +78,8 @@ def cross_validate(
             if fraction < 1.0:
                 train = np.sort(rng.choice(train, max(5, int(round(fraction * len(train)))),
                                            replace=False))  # fmt:skip
-            model = clone(estimator).set_params(random_state=seed + k).fit(X[train], y[train])
+            model = clone(estimator).set_params(random_state=seed + k)
+            model.fit(X[train], y[train], **fold_nuisance(nuisance, participants, train))
             predicted[test] = model.predict(X[test])
             fold_of[test] = k
             logging.getLogger("bids_brainage").info(
@@ -99,6 +103,15 @@ def cross_validate(
         if fraction == 1.0:
             oof = (predicted, fold_of)
     return {**summarise_split(y, *oof, split), "learning_curve": curve}
+
+
+def fold_nuisance(nuisance, participants, train) -> dict:
+    """The ``fit`` keyword of the nuisance differences whose source is in ``train``."""
+    if nuisance is None:
+        return {}
+    differences, sources = nuisance
+    keep = np.isin(np.asarray(sources), np.asarray(participants)[train])
+    return {"nuisance": differences[keep]}
 
 
 def summarise_split(y, predicted, fold_of, split: str) -> dict:

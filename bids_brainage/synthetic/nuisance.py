@@ -137,3 +137,15 @@ TRANSFORMS = {
     "crop20": ("field of view −20 mm inferior", lambda img: pad_inferior(img, -20.0)),
     "rician": ("Rician noise, 3 % of the 99th percentile", rician_noise),
 }
+
+
+# Training augmentation (issue 18): the same kinds of nuisance as TRANSFORMS, with other
+# parameters, axes and seeds, so that the invariance benchmark's own copies are never trained on.
+TRAINING_TRANSFORMS = {
+    "xthick": ("2 × 2 × 3.5 mm", lambda img: resample_to_voxels(img, (2.0, 2.0, 3.5))),
+    "xcoarse": ("downsampled to 3.4 mm", lambda img: resample_to_voxels(img, 3.4)),
+    "xoblique": ("15° oblique grid, the other way", lambda img: oblique(img, -15.0)),
+    "xgamma": ("gamma 1.25 and a ±30 % bias field", lambda img: gamma_and_bias(img, 1.25, 0.3, 7)),
+    "xcrop": ("field of view −30 mm inferior", lambda img: pad_inferior(img, -30.0)),
+    "xnoise": ("Rician noise, 4 %", lambda img: rician_noise(img, 0.04, 11)),
+}

@@ -124,6 +124,8 @@ def package_file(package: str, *parts: str) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(f"the {package} package is not installed")
     path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    if not path.exists() and path.with_name(path.name + ".gz").exists():
+        path = path.with_name(path.name + ".gz")  # the container image gzips them
     if not path.exists():
         raise FileNotFoundError(f"{path}: template file missing from the {package} package")
     return path

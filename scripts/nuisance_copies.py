@@ -1,0 +1,83 @@
+"""Nuisance copies of real IXI training scans, for invariance-aware training (issue 18).
+
+    .venv/bin/python scripts/nuisance_copies.py BIDS_OUT --derivatives DIR [--sources 10]
+
+Picks N training participants spread over the age range (never the demo's sources nor the
+scans of the invariance benchmark and its CI subset), writes a BIDS dataset of their copies
+under ``TRAINING_TRANSFORMS`` (other parameters than the benchmark's) plus, once the original's
+brain mask exists in DIR, a skull-stripped copy. participants.tsv names each copy's
+``source_participant``: training keeps a copy in the folds of its source and never scores it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import nibabel as nb
+import pandas as pd
+
+from bids_brainage.synthetic.nuisance import TRAINING_TRANSFORMS, skull_strip
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
+DEMO_SOURCES = ROOT / "bids_brainage" / "data" / "demo" / "sources.tsv"
+# benchmarks/invariance.py --subjects 3 and tests/integration/test_invariance.py
+BENCHMARK_SCANS = {"sub-IXI202", "sub-IXI601", "sub-IXI544", "sub-IXI096", "sub-IXI443"}
+
+
+def pick_sources(n: int) -> pd.DataFrame:
+    table = pd.read_csv(DATA / "participants.tsv", sep="\t", na_values="n/a").dropna(
+        subset=["age"])  # fmt:skip
+    held = set(pd.read_csv(DEMO_SOURCES, sep="\t")["source"]) | BENCHMARK_SCANS
+    table = table[~table["participant_id"].isin(held)].sort_values("age")
+    step = len(table) / n
+    return table.iloc[[int(step * (i + 0.5)) for i in range(n)]]
+
+
+def write_copies(sources: pd.DataFrame, bids: Path, derivatives: Path | None) -> int:
+    rows = []
+    for row in sources.itertuples():
+        sid = row.participant_id
+        img = nb.load(DATA / sid / "anat" / f"{sid}_T1w.nii.gz")
+        copies = {name: make for name, (_, make) in TRAINING_TRANSFORMS.items()}
+        mask = (derivatives / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz"
+                if derivatives else None)  # fmt:skip
+        if mask is not None and mask.exists():
+            copies["xstrip"] = lambda image, m=mask: skull_strip(image, nb.load(m))
+        for name, make in copies.items():
+            label = f"{sid.removeprefix('sub-')}{name}"
+            anat = bids / f"sub-{label}" / "anat"
+            target = anat / f"sub-{label}_T1w.nii.gz"
+            if not target.exists():
+                anat.mkdir(parents=True, exist_ok=True)
+                make(img).to_filename(target)
+            rows.append({"participant_id": f"sub-{label}", "age": row.age, "sex": row.sex,
+                         "site": row.site, "source_participant": sid})  # fmt:skip
+    description = {
+        "Name": "IXI-HH nuisance copies (training augmentation)",
+        "BIDSVersion": "1.10.0",
+        "License": "CC BY-SA 3.0",
+        "Acknowledgements": "IXI dataset, https://brain-development.org/ixi-dataset/",
+    }
+    (bids / "dataset_description.json").write_text(json.dumps(description, indent=2))
+    pd.DataFrame(rows).to_csv(bids / "participants.tsv", sep="\t", index=False)
+    return len(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("bids", type=Path)
+    parser.add_argument("--derivatives", type=Path, help="participant outputs of the originals")
+    parser.add_argument("--sources", type=int, default=10)
+    opts = parser.parse_args()
+    opts.bids.mkdir(parents=True, exist_ok=True)
+    sources = pick_sources(opts.sources)
+    print("sources:", " ".join(sources["participant_id"]), f"({sources['age'].min():.0f}–"
+          f"{sources['age'].max():.0f} y)")  # fmt:skip
+    print(write_copies(sources, opts.bids, opts.derivatives), "copies in", opts.bids)
+
+
+if __name__ == "__main__":
+    main()
