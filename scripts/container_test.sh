@@ -115,11 +115,11 @@ done
 start=$(date +%s)
 run "$IMAGE" /data /out group -w /tmp/work || fail "group"
 say "group: rc 0 in $(seconds "$start") s"
-for file in group_scans.tsv group.html; do
+for file in group/group_scans.tsv group.html; do
     [ -s "$WORK/out/$file" ] || fail "group wrote no $file"
 done
-rows=$(($(wc -l < "$WORK/out/group_scans.tsv") - 1))
-[ "$rows" -eq ${#labels[@]} ] || fail "group_scans.tsv has $rows rows, not ${#labels[@]}"
+rows=$(($(wc -l < "$WORK/out/group/group_scans.tsv") - 1))
+[ "$rows" -eq ${#labels[@]} ] || fail "group/group_scans.tsv has $rows rows, not ${#labels[@]}"
 
 errors=$(run --entrypoint python "$IMAGE" -c \
     'from bids_brainage.utils.bids import run_bids_validator; print(len(run_bids_validator("/out")))')

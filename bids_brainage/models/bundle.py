@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import platform
 import shutil
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
 # what a contract without the key means: bundles trained before the head grid kept the
 # stored field of view
 CONTRACT_DEFAULTS = {"field_of_view": "stored"}
+LOGGER = logging.getLogger("bids_brainage")
 
 
 class BundleError(ValueError):
@@ -270,10 +272,11 @@ def load_selected_bundles(specs: list[str]) -> list[Bundle]:
     if bundles and all(role_of(b.kind) == "explainer" for b in bundles):
         raise BundleError(f"--model {' '.join(specs)}: only importance models; add a bundle "
                           "that predicts brain age")  # fmt:skip
-    fields = {b.field_of_view for b in bundles}
-    if len(fields) > 1:
-        raise BundleError(f"the --model bundles expect scans on different fields of view "
-                          f"({sorted(fields)}): use bundles trained with one version")  # fmt:skip
+    unlike = [b.name for b in bundles if b.field_of_view != bundles[0].field_of_view]
+    if unlike:  # the first bundle decides; the others' predictions carry the flag
+        LOGGER.warning("%s expect(s) another field of view than %s (%s): their predictions are "
+                       "flagged field_of_view_unlike_training", ", ".join(unlike),
+                       bundles[0].name, bundles[0].field_of_view)  # fmt:skip
     templates = {b.card["contract"]["template"] for b in bundles}
     if len(templates) > 1:
         raise BundleError(f"the --model bundles were trained on different templates: {templates}")

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bids_brainage.cli.run import main
+from bids_brainage.models.bundle import load_bundle, resolve_bundle
 from bids_brainage.synthetic.nuisance import TRANSFORMS
 
 pytestmark = pytest.mark.integration
@@ -63,7 +64,8 @@ def test_zero_padding_changes_nothing_on_the_head_grid(ixi_dir, tmp_path):
         assert volumes == pytest.approx(base_volumes, rel=1e-4)
         table = pd.read_csv(out / f"sub-{subject.lower()}neck30" / "anat" /
                             f"sub-{subject.lower()}neck30_brainage.tsv", sep="\t")  # fmt:skip
-        assert "field_of_view_unlike_training" in table["flags"].iloc[0]
+        flagged = "field_of_view_unlike_training" in str(table["flags"].iloc[0])
+        assert flagged == (load_bundle(resolve_bundle("default")).field_of_view != "head")
 
 
 def _measure(out, label):
