@@ -256,11 +256,13 @@ class TissueLinear(LinearAgeModel):
         return _blocks(X, self.factor_)[:, self.voxels_].astype(np.float64)
 
     def _fit_small(self, small, y, factor, volumes=True, nuisance=None):
-        """Fit on block-averaged maps (n, voxels); keep the voxels inside the brains."""
+        """Fit on block-averaged maps (n, voxels); keep the voxels inside the brains.
+        ``nuisance``: the nuisance differences block-averaged the same way.
+        """
         self.factor_ = factor
         self.voxels_ = _in_brain(small, volumes)
         if nuisance is not None:
-            nuisance = _blocks(nuisance, factor)[:, self.voxels_].astype(np.float64)
+            nuisance = nuisance[:, self.voxels_].astype(np.float64)
         return self._fit_design(small[:, self.voxels_].astype(np.float64), y, nuisance,
                                 self.nuisance_energy)  # fmt:skip
 
@@ -269,22 +271,26 @@ class TissueLinear(LinearAgeModel):
         whose main directions the model is made blind to (``nuisance_energy`` of them).
         """
         X, y = _check_fit(self, X, y)
+        small_nuisance = dict.fromkeys(self.factors)
         if nuisance is not None:
             nuisance = np.asarray(nuisance, np.float32)
             if nuisance.shape[1:] != X.shape[1:]:
                 raise ValueError(f"nuisance maps {nuisance.shape[1:]} unlike X {X.shape[1:]}")
+            # block averages once per factor, not once per inner fold
+            small_nuisance = {f: _blocks(nuisance, f) for f in (self.factors if X.ndim > 2
+                                                               else (1,))}  # fmt:skip
         if X.ndim == 2:
             self.curve_ = {}
-            return self._fit_small(X, y, 1, volumes=False, nuisance=nuisance)
+            return self._fit_small(X, y, 1, volumes=False, nuisance=small_nuisance.get(1))
 
         def inner_fit(small, ages, factor):
             model = TissueLinear((factor,), self.nuisance_energy)._fit_small(
-                small, ages, factor, nuisance=nuisance)  # fmt:skip
+                small, ages, factor, nuisance=small_nuisance[factor])  # fmt:skip
             return lambda test: model._predict_design(test[:, model.voxels_])
 
         self.curve_, designs, best = choose_factor(X, y, self.factors, self.random_state,
                                                    inner_fit)  # fmt:skip
-        return self._fit_small(designs[best], y, best, nuisance=nuisance)
+        return self._fit_small(designs[best], y, best, nuisance=small_nuisance[best])
 
     def predict(self, X):
         check_is_fitted(self)
