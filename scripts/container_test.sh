@@ -146,7 +146,13 @@ mkdir -p "$sock_dir"
 podman system service --time=0 "unix://$sock_dir/podman.sock" > "$WORK/service.log" 2>&1 &
 SERVICE_PID=$!
 export DOCKER_HOST=unix://$sock_dir/podman.sock
-for _ in $(seq 50); do [ -S "$sock_dir/podman.sock" ] && break; sleep 0.2; done
+# the service can take many seconds to answer on a loaded machine: wait for its ping
+for _ in $(seq 240); do
+    curl -sf --unix-socket "$sock_dir/podman.sock" http://d/_ping > /dev/null 2>&1 && break
+    sleep 0.5
+done
+curl -sf --unix-socket "$sock_dir/podman.sock" http://d/_ping > /dev/null \
+    || fail "the podman API service did not answer on $sock_dir/podman.sock"
 descriptor_image=$(python3 -c 'import json; print(json.load(open("bids_app_spec.json"))["container-image"]["image"])')
 podman tag "$IMAGE" "$descriptor_image"
 mkdir -p "$WORK/bosh_out" && chmod 777 "$WORK/bosh_out"
@@ -158,7 +164,7 @@ start=$(date +%s)
 (cd "$WORK" && "$ROOT/.venv/bin/bosh" exec launch "$ROOT/bids_app_spec.json" invocation.json \
     > bosh.log 2>&1) || { tail -20 "$WORK/bosh.log"; fail "bosh exec launch"; }
 [ -s "$WORK/bosh_out/sub-${labels[0]}/anat/sub-${labels[0]}_brainage.tsv" ] \
-    || fail "bosh exec launch wrote no brain-age table"
+    || { tail -40 "$WORK/bosh.log"; fail "bosh exec launch wrote no brain-age table"; }
 say "bosh exec launch: rc 0 in $(seconds "$start") s"
 
 # --- the input of singularity build on a cluster ------------------------------------------------
