@@ -18,6 +18,8 @@ IMAGE=${IMAGE:-bids_brainage:$VERSION}
 BASE=localhost/python:3.11-slim-bookworm
 WORK=${CONTAINER_TEST_DIR:-$(mktemp -d /tmp/container_test.XXXXXX)}
 mkdir -p "$WORK"
+# mktemp makes the folder 0700; the image runs as user 1000 and bosh's job script lies in it
+chmod 755 "$WORK"
 SERVICE_PID=
 cleanup() {
     if [ -n "$SERVICE_PID" ]; then kill "$SERVICE_PID" 2> /dev/null || true; fi
@@ -161,7 +163,7 @@ cat > "$WORK/invocation.json" << EOF
  "participant_label": ["${labels[0]}"], "work_dir": "/tmp/work", "nprocs": 2}
 EOF
 start=$(date +%s)
-(cd "$WORK" && "$ROOT/.venv/bin/bosh" exec launch "$ROOT/bids_app_spec.json" invocation.json \
+(cd "$WORK" && umask 022 && "$ROOT/.venv/bin/bosh" exec launch "$ROOT/bids_app_spec.json" invocation.json \
     > bosh.log 2>&1) || { tail -20 "$WORK/bosh.log"; fail "bosh exec launch"; }
 [ -s "$WORK/bosh_out/sub-${labels[0]}/anat/sub-${labels[0]}_brainage.tsv" ] \
     || { tail -40 "$WORK/bosh.log"; fail "bosh exec launch wrote no brain-age table"; }

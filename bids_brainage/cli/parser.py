@@ -76,234 +76,105 @@ def build_parser() -> argparse.ArgumentParser:
         "statistics, as a BIDS-App.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("bids_dir", type=Path, help="the root of the BIDS dataset (read only)")
-    parser.add_argument("output_dir", type=Path, help="where the derivatives are written")
-    parser.add_argument(
-        "analysis_level",
-        metavar="{participant,group}",
-        help="participant: process each T1w scan; group: statistics over OUTPUT_DIR",
-    )
-    parser.add_argument("--version", action="version", version=f"bids_brainage {__version__}")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        dest="verbosity",
-        action="count",
-        default=0,
-        help="more output (-v info, -vv debug)",
-    )
-    parser.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
+    # fmt: off
+    add = parser.add_argument
+    add("bids_dir", type=Path, help="the root of the BIDS dataset (read only)")
+    add("output_dir", type=Path, help="where the derivatives are written")
+    add("analysis_level", metavar="{participant,group}",
+        help="participant: process each T1w scan; group: statistics over OUTPUT_DIR")
+    add("--version", action="version", version=f"bids_brainage {__version__}")
+    add("-v", "--verbose", dest="verbosity", action="count", default=0,
+        help="more output (-v info, -vv debug)")
+    add("-q", "--quiet", action="store_true",
         help="no progress lines (one per scan at the participant level, the stages at the group "
-        "level); warnings and errors still print",
-    )
+        "level); warnings and errors still print")
 
-    sel = parser.add_argument_group("selecting data")
-    sel.add_argument(
-        "--participant-label",
-        "--participant_label",
-        nargs="+",
-        metavar="LABEL",
-        help="participants to process, with or without 'sub-' (default: all)",
-    )
-    sel.add_argument(
-        "--session-label",
-        "--session_label",
-        nargs="+",
-        metavar="LABEL",
-        help="sessions to process, with or without 'ses-' (default: all)",
-    )
-    sel.add_argument(
-        "--bids-filter-file",
-        "--bids_filter_file",
-        type=Path,
-        metavar="FILE",
-        help='JSON of pybids filters, fMRIPrep style: {"t1w": {"acquisition": "mprage"}}',
-    )
-    sel.add_argument(
-        "--list-participants",
-        action="store_true",
+    add = parser.add_argument_group("selecting data").add_argument
+    add("--participant-label", "--participant_label", nargs="+", metavar="LABEL",
+        help="participants to process, with or without 'sub-' (default: all)")
+    add("--session-label", "--session_label", nargs="+", metavar="LABEL",
+        help="sessions to process, with or without 'ses-' (default: all)")
+    add("--bids-filter-file", "--bids_filter_file", type=Path, metavar="FILE",
+        help='JSON of pybids filters, fMRIPrep style: {"t1w": {"acquisition": "mprage"}}')
+    add("--list-participants", action="store_true",
         help="print the labels of the participants the selection finds, one per line, and "
-        "stop: nothing is written (a scheduler script's task list, scripts/slurm/submit.sh)",
-    )
-    sel.add_argument(
-        "--skip-bids-validation",
-        "--skip_bids_validation",
-        action="store_true",
-        help="do not run the official BIDS validator on BIDS_DIR",
-    )
+        "stop: nothing is written (a scheduler script's task list, scripts/slurm/submit.sh)")
+    add("--skip-bids-validation", "--skip_bids_validation", action="store_true",
+        help="do not run the official BIDS validator on BIDS_DIR")
 
-    wf = parser.add_argument_group("preprocessing")
-    wf.add_argument(
-        "--registration",
-        choices=("fast", "precise"),
-        default="fast",
-        help="SyN preset: fast (default) or precise (more iterations, slower)",
-    )
-    wf.add_argument(
-        "--brain-extraction",
-        choices=("deepbet", "template"),
-        default="deepbet",
+    add = parser.add_argument_group("preprocessing").add_argument
+    add("--registration", choices=("fast", "precise"), default="fast",
+        help="SyN preset: fast (default) or precise (more iterations, slower)")
+    add("--brain-extraction", choices=("deepbet", "template"), default="deepbet",
         help="brain mask: deepbet (default; a CNN whose weights ship in its PyPI wheel, what the "
         "packaged models were trained with) or template (the head registered to the template "
-        "head, mask refined by tissue classes)",
-    )
-    wf.add_argument(
-        "--field-of-view",
-        choices=("auto", "head", "stored"),
-        default="auto",
+        "head, mask refined by tissue classes)")
+    add("--field-of-view", choices=("auto", "head", "stored"), default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than the "
         "head grid: stored); head: each scan cut or padded to its head plus 16 mm, registration "
         "from the brains' centres of mass; stored: the scan's own field of view. Predictions "
-        "of a bundle trained otherwise are flagged field_of_view_unlike_training",
-    )
-    wf.add_argument(
-        "--allow-template-download",
-        action="store_true",
+        "of a bundle trained otherwise are flagged field_of_view_unlike_training")
+    add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
-        "(default: never download; use the packaged offline template instead)",
-    )
+        "(default: never download; use the packaged offline template instead)")
 
-    models = parser.add_argument_group("models")
-    models.add_argument(
-        "--model",
-        nargs="+",
-        default=None,
-        metavar="BUNDLE",
+    add = parser.add_argument_group("models").add_argument
+    add("--model", nargs="+", default=None, metavar="BUNDLE",
         help="participant: model bundles, each a bundle folder or the name of a packaged bundle: "
         "global brain age, a local-unet (local maps) and a unoise bundle (importance maps); "
-        "'none' preprocesses only (default: the packaged " + ", ".join(DEFAULT_MODELS) + ")",
-    )
-    models.add_argument(
-        "--train-model",
-        metavar="NAME",
+        "'none' preprocesses only (default: the packaged " + ", ".join(DEFAULT_MODELS) + ")")
+    add("--train-model", metavar="NAME",
         help="group: train a model bundle called NAME on the participants with an age (controls "
-        "only, if participants.tsv has a group column), into OUTPUT_DIR/models/NAME",
-    )
-    models.add_argument(
-        "--model-kind",
-        choices=KINDS,
-        help="group: what --train-model trains",
-    )
-    models.add_argument(
-        "--ensemble-members",
-        nargs="+",
-        default=[],
-        metavar="BUNDLE",
-        help="group, with --model-kind ensemble: trained bundles to average (same data and seed)",
-    )
-    models.add_argument(
-        "--explain-model",
-        metavar="BUNDLE",
+        "only, if participants.tsv has a group column), into OUTPUT_DIR/models/NAME")
+    add("--model-kind", choices=KINDS, help="group: what --train-model trains")
+    add("--ensemble-members", nargs="+", default=[], metavar="BUNDLE",
+        help="group, with --model-kind ensemble: trained bundles to average (same data and seed)")
+    add("--explain-model", metavar="BUNDLE",
         help="group, with --model-kind unoise: the frozen bundle whose important voxels the "
-        "U-noise model learns (a CNN, tissue-linear or an ensemble of them)",
-    )
-    models.add_argument(
-        "--cv-folds",
-        type=_positive_int,
-        default=5,
-        help="group: folds of the random-split cross-validation",
-    )
-    models.add_argument(
-        "--control-label",
-        nargs="+",
-        default=list(DEFAULT_CONTROL_LABELS),
-        metavar="LABEL",
-        help="values of the participants.tsv group column that mean a healthy control",
-    )
-    models.add_argument(
-        "--max-epochs",
-        type=_positive_int,
-        help="group: cap on CNN training epochs (default: the kind's own setting)",
-    )
+        "U-noise model learns (a CNN, tissue-linear or an ensemble of them)")
+    add("--cv-folds", type=_positive_int, default=5,
+        help="group: folds of the random-split cross-validation")
+    add("--control-label", nargs="+", default=list(DEFAULT_CONTROL_LABELS), metavar="LABEL",
+        help="values of the participants.tsv group column that mean a healthy control")
+    add("--max-epochs", type=_positive_int,
+        help="group: cap on CNN training epochs (default: the kind's own setting)")
 
-    stats = parser.add_argument_group("group statistics")
-    stats.add_argument(
-        "--bias-reference",
-        default="auto",
-        metavar="SET",
+    add = parser.add_argument_group("group statistics").add_argument
+    add("--bias-reference", default="auto", metavar="SET",
         help="group: scans the age-bias correction is fitted on: 'controls' (the control "
         "group), 'bundle' (the model bundle's own out-of-fold predictions), a TSV path with age "
         "and predicted_age columns (another dataset), or 'all' (every scan, the test "
         "participants themselves; warns). Default 'auto': controls if there are at least "
-        f"{MIN_BIAS_CONTROLS}, else the bundle",
-    )
-    stats.add_argument(
-        "--bias-reference-query",
-        metavar="QUERY",
+        f"{MIN_BIAS_CONTROLS}, else the bundle")
+    add("--bias-reference-query", metavar="QUERY",
         help="group: narrow the controls used as bias reference with a pandas query on the "
-        'scan table, e.g. "age >= 60" or "site == \'A\'"',
-    )
-    stats.add_argument(
-        "--bias-form",
-        choices=("age", "predicted"),
-        default="age",
+        'scan table, e.g. "age >= 60" or "site == \'A\'"')
+    add("--bias-form", choices=("age", "predicted"), default="age",
         help="group: regress brain-PAD on chronological age (seed 002 Eq. 6-7, default) or on "
-        "predicted age (Eq. 8)",
-    )
-    stats.add_argument(
-        "--site-calibration",
-        choices=("auto", "off"),
-        default="auto",
+        "predicted age (Eq. 8)")
+    add("--site-calibration", choices=("auto", "off"), default="auto",
         help="group: correct each site with at least 20 controls on its own controls (offset, "
-        "plus a slope where they span 20 years; default auto), or only the pooled line (off)",
-    )
-    stats.add_argument(
-        "--include-failed-qc",
-        action="store_true",
+        "plus a slope where they span 20 years; default auto), or only the pooled line (off)")
+    add("--include-failed-qc", action="store_true",
         help="group: keep scans whose QC flags say the preprocessing failed (default: exclude "
-        "them, listed with the reason)",
-    )
+        "them, listed with the reason)")
 
-    perf = parser.add_argument_group("resources")
-    perf.add_argument(
-        "--nprocs",
-        "--n_cpus",
-        "--n-cpus",
-        dest="nprocs",
-        type=_positive_int,
-        default=os.cpu_count() or 1,
-        help="processes run at once",
-    )
-    perf.add_argument(
-        "--omp-nthreads",
-        "--omp_nthreads",
-        type=_positive_int,
-        default=1,
-        help="threads per process (ANTs, torch)",
-    )
-    perf.add_argument(
-        "--mem-gb",
-        "--mem_gb",
-        type=_positive_float,
-        metavar="GB",
-        help="memory the scheduler may use",
-    )
-    perf.add_argument(
-        "--use-plugin",
-        "--use_plugin",
-        type=Path,
-        metavar="FILE",
+    add = parser.add_argument_group("resources").add_argument
+    add("--nprocs", "--n_cpus", "--n-cpus", dest="nprocs", type=_positive_int,
+        default=os.cpu_count() or 1, help="processes run at once")
+    add("--omp-nthreads", "--omp_nthreads", type=_positive_int, default=1,
+        help="threads per process (ANTs, torch)")
+    add("--mem-gb", "--mem_gb", type=_positive_float, metavar="GB",
+        help="memory the scheduler may use")
+    add("--use-plugin", "--use_plugin", type=Path, metavar="FILE",
         help="YAML with 'plugin:' (MultiProc, Linear, SLURM, SLURMGraph, SGE, SGEGraph, PBS, "
-        "PBSGraph) and 'plugin_args:', passed to Nipype for the participant graph",
-    )
-    perf.add_argument(
-        "-w",
-        "--work-dir",
-        "--work_dir",
-        type=Path,
-        metavar="DIR",
+        "PBSGraph) and 'plugin_args:', passed to Nipype for the participant graph")
+    add("-w", "--work-dir", "--work_dir", type=Path, metavar="DIR",
         help="intermediate results, reused between runs "
-        "(default: a folder in the system's temporary directory)",
-    )
-    perf.add_argument(
-        "--seed",
-        type=int,
-        default=Seeds.master,
-        help="master random seed; same input and seed give the same output",
-    )
+        "(default: a folder in the system's temporary directory)")
+    add("--seed", type=int, default=Seeds.master,
+        help="master random seed; same input and seed give the same output")
+    # fmt: on
     return parser
 
 

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
-import shutil
-import signal
 import sys
-import threading
 from datetime import datetime
 from pathlib import Path
 
@@ -24,6 +19,7 @@ from ..utils.bids import (
     run_bids_validator,
 )
 from ..utils.derivatives import ScanDerivatives, record_outcomes, write_derivatives_root
+from ..utils.guards import OutputError, check_writable, describe_failure, stop_cleanly_on_signals
 from .parser import (
     EXIT_FAILED,
     EXIT_INVALID_BIDS,
@@ -33,11 +29,9 @@ from .parser import (
     UsageError,
     parse_args,
 )
-from .safety import OutputError, check_writable, describe_failure
 from .workflow import Failure, run_graph, write_crash_file
 
 LOGGER = logging.getLogger("bids_brainage")
-EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by SIGINT
 
 
 def setup_logging(verbosity: int, quiet: bool = False) -> None:
@@ -81,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.code
     try:
         setup_logging(execution.verbosity, execution.quiet)
-        _stop_cleanly_on_signals(config)
+        stop_cleanly_on_signals(execution.output_dir, execution.bids_dir)
         config.seeds.apply()
         LOGGER.info("bids_brainage %s, %s level", __version__, execution.analysis_level)
         from .group import run_group
@@ -92,40 +86,6 @@ def main(argv: list[str] | None = None) -> int:
         line, code = describe_failure(exc, execution.log_dir, execution.analysis_level)
         print(line, file=sys.stderr)
         return code
-
-
-def _stop_cleanly_on_signals(config: Config) -> None:
-    """Ctrl-C (SIGINT) and schedulers' SIGTERM stop the whole run at once.
-
-    Nipype turns an interrupt raised inside a node into a node failure and carries on, so the
-    handler does not raise: it stops the worker processes, removes this process's unfinished
-    temporary files from OUTPUT_DIR (finished files were renamed into place atomically, so
-    they are whole), rewrites dataset_description.json and exits with 130.
-    """
-    execution = config.execution
-    main_pid = os.getpid()
-
-    def stop(signum, frame):
-        if os.getpid() != main_pid:  # a forked worker: the main process does the cleaning
-            os._exit(EXIT_INTERRUPTED)
-        for child in multiprocessing.active_children():
-            child.terminate()
-        for partial in execution.output_dir.rglob(f"*.{os.getpid()}.partial*"):
-            if partial.is_dir():
-                shutil.rmtree(partial, ignore_errors=True)  # an uncommitted group staging tree
-            else:
-                partial.unlink(missing_ok=True)
-        write_derivatives_root(execution.output_dir, execution.bids_dir)
-        print(
-            f"bids_brainage: stopped by signal {signum}; OUTPUT_DIR holds only complete files",
-            file=sys.stderr,
-        )
-        sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
 
 
 def validate_input(config: Config) -> int | None:

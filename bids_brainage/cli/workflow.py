@@ -140,8 +140,8 @@ def scan_progress(workflow, scans: list[T1wScan], quiet: bool):
     """The callback that prints ``[k/N] sub-01: done in 31 s, brain age ...`` lines."""
     from collections import Counter
 
+    from ..utils.progress import ScanProgress, brain_age_text
     from ..workflows.base import scan_workflow_name, subject_workflow_name
-    from .progress import ScanProgress, brain_age_text
 
     prefixes = {f"{subject_workflow_name(s.subject)}.{scan_workflow_name(s)}.": s.key
                 for s in scans}  # fmt:skip

@@ -24,7 +24,7 @@ _CLASSES = {
     "hist-linear": "classical:HistogramLinear",
     "hist-gbm": "classical:HistogramBoosting",
     "tissue-linear": "classical:TissueLinear",
-    "tissue-gpr": "classical:TissueGPR",
+    "tissue-gpr": "gpr:TissueGPR",
     "slice-cnn": "deep:SliceCNNAge",
     "resnet3d": "deep:ResNet3dAge",
     "resnet2d-lstm": "deep:ResNet2dLSTMAge",

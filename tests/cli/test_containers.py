@@ -12,7 +12,7 @@ import pytest
 
 from bids_brainage import __version__
 from bids_brainage.cli import parser as cli
-from bids_brainage.cli import safety
+from bids_brainage.utils import guards as safety
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

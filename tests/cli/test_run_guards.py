@@ -14,8 +14,8 @@ import pytest
 from bids_brainage.cli import group as group_module
 from bids_brainage.cli import run as run_module
 from bids_brainage.cli.run import main
-from bids_brainage.cli.safety import EXIT_CANNOT_WRITE, EXIT_INTERNAL, EXIT_NO_SPACE
 from bids_brainage.synthetic.predictions import make_prediction_derivatives
+from bids_brainage.utils.guards import EXIT_CANNOT_WRITE, EXIT_INTERNAL, EXIT_NO_SPACE
 from tests.conftest import tree_digest
 
 

@@ -7,12 +7,8 @@ import pytest
 from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from bids_brainage.models.classical import (
-    HistogramBoosting,
-    HistogramLinear,
-    TissueGPR,
-    TissueLinear,
-)
+from bids_brainage.models.classical import HistogramBoosting, HistogramLinear, TissueLinear
+from bids_brainage.models.gpr import TissueGPR
 from bids_brainage.models.kinds import KINDS, estimator_class, make_estimator, role_of
 
 CLASSICAL = [HistogramLinear(), HistogramBoosting(), TissueLinear(), TissueGPR()]

@@ -1,4 +1,5 @@
-"""Guards around a run: refuse unusable output folders up front, never show a traceback.
+"""Guards around a run: refuse unusable output folders up front, never show a traceback, stop
+cleanly on a signal.
 
 Exit codes beyond the BIDS-Apps specification follow BSD ``sysexits.h``: 70 internal error
 (a bug: the traceback is in a crash file), 73 an output folder cannot be written, 74 the disk
@@ -8,18 +9,24 @@ filled up during the run.
 from __future__ import annotations
 
 import errno
+import multiprocessing
 import os
+import shutil
+import signal
 import sys
 import tempfile
+import threading
 import traceback
 from datetime import datetime
 from pathlib import Path
 
 from .. import __version__
+from .derivatives import write_derivatives_root
 
 EXIT_INTERNAL = 70
 EXIT_CANNOT_WRITE = 73
 EXIT_NO_SPACE = 74
+EXIT_INTERRUPTED = 130  # the shell's convention for a process stopped by SIGINT
 
 
 class OutputError(Exception):
@@ -91,3 +98,36 @@ def describe_failure(exc: BaseException, log_dir: Path, level: str) -> tuple[str
     detail = str(exc).splitlines()[0] if str(exc) else ""
     return (f"bids_brainage: internal error ({type(exc).__name__}: {detail}); {where}; "
             "please report it", EXIT_INTERNAL)  # fmt:skip
+
+
+def stop_cleanly_on_signals(output_dir: Path, bids_dir: Path) -> None:
+    """Ctrl-C (SIGINT) and schedulers' SIGTERM stop the whole run at once.
+
+    Nipype turns an interrupt raised inside a node into a node failure and carries on, so the
+    handler does not raise: it stops the worker processes, removes this process's unfinished
+    temporary files from OUTPUT_DIR (finished files were renamed into place atomically, so
+    they are whole), rewrites dataset_description.json and exits with 130.
+    """
+    main_pid = os.getpid()
+
+    def stop(signum, frame):
+        if os.getpid() != main_pid:  # a forked worker: the main process does the cleaning
+            os._exit(EXIT_INTERRUPTED)
+        for child in multiprocessing.active_children():
+            child.terminate()
+        for partial in output_dir.rglob(f"*.{os.getpid()}.partial*"):
+            if partial.is_dir():
+                shutil.rmtree(partial, ignore_errors=True)  # an uncommitted group staging tree
+            else:
+                partial.unlink(missing_ok=True)
+        write_derivatives_root(output_dir, bids_dir)
+        print(
+            f"bids_brainage: stopped by signal {signum}; OUTPUT_DIR holds only complete files",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)

@@ -3,7 +3,7 @@
 import io
 from types import SimpleNamespace
 
-from bids_brainage.cli.progress import ScanProgress, format_seconds
+from bids_brainage.utils.progress import ScanProgress, format_seconds
 
 
 def node(name, hierarchy):

@@ -12,8 +12,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..utils.bids import format_validator_issue, run_bids_validator
-from .run import main as bids_brainage
+from .cli.run import main as bids_brainage
+from .utils.bids import format_validator_issue, run_bids_validator
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nprocs", type=int, default=2, help="processes for the pipeline")
     opts = parser.parse_args(argv)  # fmt:skip
 
-    from ..synthetic.dataset import make_dataset
+    from .synthetic.dataset import make_dataset
 
     root = opts.folder.absolute()
     bids_dir, output_dir, work_dir = root / "data" / "bids", root / "derivatives", root / "work"
