@@ -21,17 +21,8 @@ def init_conform_wf(
 ) -> pe.Workflow:
     """Check the raw T1w is a usable 3-D brain MRI and reorient it to RAS.
 
-    Inputs
-    ------
-    t1w
-        the raw T1w image
-
-    Outputs
-    -------
-    t1w_conformed
-        the image in RAS orientation, float32, intensity scaling applied
-    qc
-        what was found about the input (dict)
+    Inputs: t1w (the raw T1w image). Outputs: t1w_conformed (RAS, float32, intensity scaling
+    applied), qc (what was found about the input, a dict).
     """
     workflow = pe.Workflow(name=name)
     workflow.__desc__ = (
