@@ -27,6 +27,10 @@ from ..utils.io import write_text_atomic
 from ..utils.templates import DEFAULT_TEMPLATE, resolve_template
 
 LOGGER = logging.getLogger("bids_brainage")
+# Nipype's scheduler walks the whole graph at every poll, in the main process: a batch plugin
+# also asks the queue each time. benchmarks/scheduler_overhead.py measured the interval.
+MULTIPROC_POLL_S = 0.05
+BATCH_POLL_S = 2.0
 EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)): (.+)$")
 
 
@@ -101,8 +105,7 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
         "remove_unnecessary_outputs": False,
         "check_version": False,
         "get_linked_libs": False,
-        # a scheduler plugin asks the queue at every poll: not 20 times a second
-        "poll_sleep_duration": 2.0 if config.nipype.batch_plugin else 0.05,
+        "poll_sleep_duration": BATCH_POLL_S if config.nipype.batch_plugin else MULTIPROC_POLL_S,
     }
     # The scheduler reads its poll interval from the global config, nodes from the workflow's.
     from nipype import config as nipype_config

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..utils.derivatives import write_derivative
+from ..utils.tables import write_tsv, year_columns
 from .collect import SCAN_COLUMNS
 from .statistics import IMPORTANCE_MAPS, GroupResults, VoxelMaps
 
@@ -59,8 +60,8 @@ STATS_COLUMNS = {
     "mean1": "Mean of group1 (years)", "mean2": "Mean of group2 (years)",
     "sd1": "Standard deviation of group1 (years)", "sd2": "Standard deviation of group2 (years)",
     "difference": "mean1 - mean2 (years)",
-    "difference_ci_low": "Lower end of the 95 % CI of the difference (Welch)",
-    "difference_ci_high": "Upper end of the 95 % CI of the difference (Welch)",
+    "difference_ci_low": "Lower end of the 95 % CI of the difference (years; Welch)",
+    "difference_ci_high": "Upper end of the 95 % CI of the difference (years; Welch)",
     "t": "Welch's t (seed 002 Eq. 1)",
     "df": "Welch-Satterthwaite degrees of freedom (seed 002 Eq. 2)",
     "p": "Two-sided p of Welch's t",
@@ -73,7 +74,8 @@ ROI_SUMMARY_COLUMNS = {
     "roi": "Harvard-Oxford region",
     "n": "Participants with an age and an ROI value (one scan each)",
     "mean_local_brainage": "Mean over participants of the ROI's mean local brain age (years)",
-    "mean_local_pad": "Mean local brain-PAD (ROI mean local brain age - age), uncorrected",
+    "mean_local_pad": "Mean local brain-PAD (ROI mean local brain age - age), uncorrected "
+                      "(years)",
     "sd_local_pad": "Standard deviation of the local brain-PAD (years)",
     "mae_local": "Mean absolute local brain-PAD (years)",
     "r_age": "Pearson r of the ROI's local brain age with chronological age",
@@ -145,14 +147,14 @@ class GroupWriter:
         """``group/group_scans.tsv`` and its column sidecar."""
         staged = self.staging / "scans.tsv"
         table = table[[c for c in table.columns if c in columns]]
-        table.to_csv(staged, sep="\t", index=False, na_rep="n/a")
+        write_tsv(table, staged, year_columns(columns))
         return self._commit(staged, "scans", {k: v for k, v in columns.items()
                                               if k in table.columns})  # fmt:skip
 
     def stats(self, table: pd.DataFrame, desc: str, columns: dict) -> Path:
         table = table[[c for c in columns if c in table.columns]]
         staged = self.staging / f"{desc}_stats.tsv"
-        table.to_csv(staged, sep="\t", index=False, na_rep="n/a", float_format="%.6g")
+        write_tsv(table, staged, year_columns(columns))
         meta = {c: {"Description": d} for c, d in columns.items() if c in table.columns}
         return self._commit(staged, "stats", meta, desc=desc)
 

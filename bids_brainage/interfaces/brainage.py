@@ -99,6 +99,7 @@ class PredictLocalBrainAge(SimpleInterface):
         import nibabel as nib
 
         from ..models.local import local_outputs
+        from ..utils.tables import write_tsv
 
         features, bundle = _scan_and_bundle(self.inputs)
         reference = nib.load(features.tissue["GM"])
@@ -113,8 +114,8 @@ class PredictLocalBrainAge(SimpleInterface):
                 nib.Nifti1Image(volume, reference.affine).to_filename(path)
                 self._results[key] = path
         self._results["roi_table"] = os.path.join(runtime.cwd, "roi.tsv")
-        table.to_csv(self._results["roi_table"], sep="\t", index=False, na_rep="n/a",
-                     float_format="%.4f")  # fmt:skip
+        write_tsv(table, self._results["roi_table"], years=["mean_local_brainage",
+                                                           "mean_local_pad"])  # fmt:skip
         return runtime
 
 

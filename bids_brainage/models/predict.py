@@ -91,12 +91,12 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
             "model": bundle.name,
             "model_kind": bundle.kind,
             "model_version": bundle.card.get("version"),
-            "predicted_age": round(predicted, 3),
-            "interval_lower": round(predicted - halfwidth, 3),
-            "interval_upper": round(predicted + halfwidth, 3),
+            "predicted_age": round(predicted, 2),
+            "interval_lower": round(predicted - halfwidth, 2),
+            "interval_upper": round(predicted + halfwidth, 2),
             "interval_coverage": bundle.card["interval"]["coverage"],
             "chronological_age": age if known else None,
-            "brain_pad": round(predicted - age, 3) if known else None,
+            "brain_pad": round(predicted - age, 2) if known else None,
             "flags": ",".join(flags) or None,
         })  # fmt:skip
     return pd.DataFrame(rows, columns=list(BRAINAGE_COLUMNS))

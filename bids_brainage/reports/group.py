@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from ..stats.analysis import first_scans, group_order, is_control  # noqa: E402
 from ..stats.compare import roc_curve_points  # noqa: E402
 from ..utils.io import write_text_atomic  # noqa: E402
+from .interactive import SORT_SCRIPT, age_scatter_svg, scans_table
 from .model_card import _save, voxel_map_figure  # noqa: E402
 
 STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:auto}table{border-collapse:"
@@ -198,8 +199,8 @@ def write_group_report(results, control_labels, written: list[Path], root: Path)
     excluded = scans[scans["excluded"].notna()]
     sections.append(
         f"<h2>Scans</h2><p>{len(scans)} scan(s) of {scans['participant_id'].nunique()} "
-        f"participant(s); {len(excluded)} excluded.</p>"
-        + _table(excluded, ["participant_id", "session_id", "run", "excluded"])
+        f"participant(s); {len(excluded)} excluded. Click a column's name to sort; a scan's "
+        "name opens its subject report.</p>" + scans_table(scans, list(results.models))
     )
     sections.append(_list_section("Participant level: failed or missing scans", results.gaps,
                                   "note"))  # fmt:skip
@@ -219,6 +220,7 @@ def write_group_report(results, control_labels, written: list[Path], root: Path)
             parts.append("<p>No scan has an age: predicted ages are in group_scans.tsv; "
                          "brain-PAD figures need ages.</p>")  # fmt:skip
         else:
+            parts.append(age_scatter_svg(scans, model) + " (hover a point for its scan)")
             parts.append(img(_scatter_figure(with_age, model, figures / f"{stem}_scatter.png"),
                              "predicted vs chronological age"))  # fmt:skip
         parts += ["<h3>Age-bias correction</h3>",
@@ -301,5 +303,5 @@ def write_group_report(results, control_labels, written: list[Path], root: Path)
     )
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>bids_brainage group"
             f"</title><style>{STYLE}</style></head><body><h1>bids_brainage: group level</h1>"
-            + "".join(sections) + "</body></html>\n")  # fmt:skip
+            + "".join(sections) + SORT_SCRIPT + "</body></html>\n")  # fmt:skip
     return write_text_atomic(output_dir / "group.html", page)

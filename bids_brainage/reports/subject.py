@@ -1,9 +1,10 @@
 """Per-participant HTML report, built from the derivatives in OUTPUT_DIR after the graph ran.
 
-One section per scan: brain-mask and tissue contours over the preprocessed T1w, the template's
-brain outline over the registered image, the intensity histogram before and after v1/v2
-normalisation, and the QC numbers with their flags, so a reviewer can accept or reject a scan
-from the report alone. Scans that failed are listed with their one-line reason.
+One section per scan: brain-mask and tissue contours over the preprocessed T1w and the flicker
+of the registered scan against the template (nireports' SVG reportlets, as in sMRIPrep), the
+intensity histogram before and after v1/v2 normalisation, and the QC numbers with their flags,
+so a reviewer can accept or reject a scan from the report alone. Scans that failed are listed
+with their one-line reason.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 from ..preprocessing.intensity import V2_GM_PEAK, V2_WM_PEAK
 from ..utils.derivatives import ScanDerivatives
 from ..utils.io import atomic_path, write_text_atomic
+from .reportlets import registration_reportlet, segmentation_reportlet
 
 LOGGER = logging.getLogger("bids_brainage")
 
@@ -26,38 +28,6 @@ SERIOUS_FLAGS = {
     "registration_failed", "implausible_brain_volume", "implausible_tissue_fractions",
     "cropped_field_of_view", "modulation_inaccurate",
 }  # fmt:skip
-
-
-def _slices(shape: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(axis, index) of three sagittal, coronal and axial cuts through the middle of a volume."""
-    return [(axis, int(shape[axis] * f)) for axis in (0, 1, 2) for f in (0.4, 0.5, 0.6)]
-
-
-def _cut(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
-    return np.rot90(np.take(volume, index, axis=axis))
-
-
-def _contour_figure(background, overlays, target: Path, title: str) -> None:
-    """A 3 x 3 mosaic of ``background`` with ``overlays`` [(volume, level, colour)] drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(3, 3, figsize=(9, 9), facecolor="black")
-    vmax = np.percentile(background[background > 0], 99.5) if np.any(background > 0) else 1
-    for ax, (axis, index) in zip(axes.ravel(), _slices(background.shape), strict=True):
-        ax.imshow(_cut(background, axis, index), cmap="gray", vmin=0, vmax=vmax)
-        for volume, level, colour in overlays:
-            cut = _cut(volume, axis, index)
-            if cut.min() < level < cut.max():
-                ax.contour(cut, levels=[level], colors=colour, linewidths=0.8)
-        ax.set_axis_off()
-    fig.suptitle(title, color="white")
-    fig.tight_layout()
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, format="png", dpi=70, facecolor="black")
-    plt.close(fig)
 
 
 def _histogram_figure(raw, v1, v2, mask, peaks: dict, target: Path) -> None:
@@ -95,23 +65,15 @@ def scan_figures(scan: ScanDerivatives, qc: dict) -> dict[str, Path]:
     space = scan.template
     t1w = _load(scan.native("T1w", desc="preproc"))
     mask = _load(scan.native("mask", desc="brain")) > 0.5
-    gm = _load(scan.native("probseg", label="GM"))
-    wm = _load(scan.native("probseg", label="WM"))
-    out = {}
-    target = scan.figure("brainmask")
-    overlays = [(mask.astype(float), 0.5, "red"), (gm, 0.5, "yellow"), (wm, 0.5, "cyan")]
-    _contour_figure(t1w, overlays, target, "brain mask (red), GM (yellow), WM (cyan) boundaries")
-    out["segmentation"] = target
-    registered = _load(scan.template_t1w("preproc"))
-    template_gm = _load(scan.tissue_map("GM"))
-    target = scan.figure("registration", space=space)
-    outline = _template_outline(qc)
-    overlays = [(outline, 0.5, "lime")] if outline is not None else []
-    overlays.append((template_gm, 0.5, "yellow"))
-    _contour_figure(registered, overlays, target,
-                    f"registered to {space}: template brain outline (green), "
-                    "this brain's GM (yellow)")  # fmt:skip
-    out["registration"] = target
+    out = {"segmentation": segmentation_reportlet(
+        scan.native("T1w", desc="preproc"), scan.native("mask", desc="brain"),
+        scan.native("probseg", label="GM"), scan.native("probseg", label="WM"),
+        scan.figure("brainmask", extension=".svg"))}  # fmt:skip
+    template = _template_images(qc)
+    if template is not None:
+        out["registration"] = registration_reportlet(
+            nb.load(str(scan.template_t1w("preproc"))), *template, space,
+            scan.figure("registration", space=space, extension=".svg"))  # fmt:skip
     v2 = _load(scan.native("T1w", desc="normv2"))
     peaks = qc.get("measures", {})
     v1 = np.where(mask, t1w / max(peaks.get("wm_peak", 1.0), 1e-6), 0)
@@ -134,15 +96,27 @@ def scan_figures(scan: ScanDerivatives, qc: dict) -> dict[str, Path]:
     return out
 
 
-def _template_outline(qc: dict) -> np.ndarray | None:
-    """The template brain mask on the template grid, if the template files are still there."""
+def _picture(relative: Path, name: str) -> str:
+    """SVG reportlets as objects, so that their flicker and hover work; other figures as img."""
+    src = html.escape(relative.as_posix())
+    if relative.suffix == ".svg":
+        return f'<object type="image/svg+xml" data="{src}" class="reportlet">{name}</object>'
+    return f'<img src="{src}" alt="{html.escape(name)}">'
+
+
+def _template_images(qc: dict) -> tuple[nb.Nifti1Image, nb.Nifti1Image] | None:
+    """The template's T1w and brain mask, if its files are still there."""
     from ..utils.templates import _local_templateflow, fallback_maps
 
     template = qc["template"]
     if template["source"].startswith("templateflow"):
         local = _local_templateflow(template["name"], template["resolution"])
-        return None if local is None else _load(local.brain_mask)
-    return fallback_maps(float(template["resolution"])).brain
+        if local is None:
+            return None
+        return nb.load(str(local.t1w)), nb.load(str(local.brain_mask))
+    maps = fallback_maps(float(template["resolution"]))
+    return (nb.Nifti1Image(maps.head.astype(np.float32), maps.affine),
+            nb.Nifti1Image((maps.brain > 0.5).astype(np.uint8), maps.affine))  # fmt:skip
 
 
 def _qc_table(qc: dict) -> str:
@@ -175,7 +149,8 @@ def _flags(flags: list[str]) -> str:
 
 STYLE = """
 body{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em;color:#222}
-h2{border-bottom:1px solid #ccc} img{max-width:100%} table{border-collapse:collapse;font-size:90%}
+h2{border-bottom:1px solid #ccc} img,object.reportlet{max-width:100%;width:100%}
+table{border-collapse:collapse;font-size:90%}
 td,th{border:1px solid #ddd;padding:2px 6px;text-align:left} .bad{color:#b00;font-weight:bold}
 .warn{color:#a60} .ok{color:#080}
 """
@@ -226,13 +201,11 @@ def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str
         scan = ScanDerivatives.from_qc(output_dir, qc)
         stem = scan.stem
         images = scan_figures(scan, qc)
-        pictures = "".join(
-            f'<h3>{name}</h3><img src="{path.relative_to(output_dir).as_posix()}" alt="{name}">'
-            for name, path in images.items()
-        )
+        pictures = "".join(f"<h3>{name}</h3>{_picture(path.relative_to(output_dir), name)}"
+                           for name, path in images.items())  # fmt:skip
         about, template = qc["scan"], qc["template"]
         sections.append(
-            f"<h2>{html.escape(stem)}</h2>"
+            f'<h2 id="{html.escape(stem)}">{html.escape(stem)}</h2>'
             f"<p>Source: {html.escape(about['source'])}; site {html.escape(about['site'])}"
             f" ({html.escape(about['site_source'])}); template "
             f"{html.escape(template['name'])} ({html.escape(template['source'])}).</p>"
@@ -252,13 +225,29 @@ def write_subject_report(output_dir: Path, subject: str, failures: dict[str, str
     return write_text_atomic(output_dir / f"sub-{subject}.html", page)
 
 
-def write_subject_reports(output_dir: Path, subjects: set[str], failed: dict[str, str]) -> None:
-    """One HTML report per participant, from what was committed; ``failed`` maps scan keys to
-    their reasons. A report that cannot be written never costs the results themselves.
+def write_subject_reports(output_dir: Path, subjects: set[str], failed: dict[str, str],
+                          nprocs: int = 1) -> None:  # fmt:skip
+    """One HTML report per participant, from what was committed, ``nprocs`` at a time;
+    ``failed`` maps scan keys to their reasons. A report that cannot be written never costs the
+    results themselves.
     """
-    for subject in sorted(subjects):
-        mine = {k: why for k, why in failed.items() if k.split("_")[0] == f"sub-{subject}"}
-        try:
-            write_subject_report(output_dir, subject, mine)
-        except Exception as err:
-            LOGGER.warning("sub-%s: report not written (%s: %s)", subject, type(err).__name__, err)
+    jobs = {subject: {k: why for k, why in failed.items() if k.split("_")[0] == f"sub-{subject}"}
+            for subject in sorted(subjects)}  # fmt:skip
+    if nprocs > 1 and len(jobs) > 1:  # the SVG reportlets take seconds per scan
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(nprocs, len(jobs))) as pool:
+            problems = list(pool.map(_write_or_warn, [output_dir] * len(jobs), jobs.keys(),
+                                     jobs.values()))  # fmt:skip
+    else:
+        problems = [_write_or_warn(output_dir, s, mine) for s, mine in jobs.items()]
+    for problem in filter(None, problems):
+        LOGGER.warning(problem)
+
+
+def _write_or_warn(output_dir: Path, subject: str, failures: dict[str, str]) -> str | None:
+    try:
+        write_subject_report(output_dir, subject, failures)
+    except Exception as err:  # noqa: BLE001 - the report is optional, the results are not
+        return f"sub-{subject}: report not written ({type(err).__name__}: {err})"
+    return None

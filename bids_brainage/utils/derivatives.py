@@ -124,9 +124,10 @@ class ScanDerivatives:
         """``sub-X[_ses-Y][_acq-Z][_run-N]``: what every file name of the scan starts with."""
         return self.qc.name.removesuffix("_qc.json")
 
-    def figure(self, desc: str, suffix: str = "T1w", space: str | None = None) -> Path:
+    def figure(self, desc: str, suffix: str = "T1w", space: str | None = None,
+               extension: str = ".png") -> Path:  # fmt:skip
         """A report figure of the scan (``sub-X/figures/<stem>[_space-]_desc-_<suffix>.png``)."""
-        return self.file(suffix, ".png", datatype="figures", desc=desc, space=space)
+        return self.file(suffix, extension, datatype="figures", desc=desc, space=space)
 
     @property
     def qc(self) -> Path:
