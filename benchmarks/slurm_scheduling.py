@@ -100,7 +100,7 @@ def main() -> None:
             array, group = submitted.stdout.split()
             records = wait_recording([array, group], env)
             whole = time.perf_counter() - begun
-            tasks = [r for r in records[array]]
+            tasks = records[array]
             submit = min(r["SubmitTime"] for r in tasks)
             first = min(r["StartTime"] for r in tasks)
             last_end = max(r["EndTime"] for r in tasks)
@@ -111,23 +111,28 @@ def main() -> None:
                   f"end to group start {(group_start - last_end).total_seconds():.0f} s; "
                   f"whole run (submit.sh to the group job's end) {whole:.0f} s")  # fmt:skip
             pair = labels[:2]
-            plugin = tmp / "slurm.yml"
-            plugin.write_text("plugin: SLURM\nplugin_args:\n  sbatch_args: --mem=2G\n")
+            plugins = {}
+            for name in ("SLURM", "SLURMGraph"):
+                plugins[name] = tmp / f"{name}.yml"
+                plugins[name].write_text(f"plugin: {name}\nplugin_args:\n  sbatch_args: "
+                                         "--mem=2G\n")  # fmt:skip
             runs = {}
             for name, extra in (("MultiProc", ["--nprocs", "2"]),
-                                ("SLURM plugin", ["--use-plugin", str(plugin)])):  # fmt:skip
+                                ("SLURM plugin", ["--use-plugin", str(plugins["SLURM"])]),
+                                ("SLURMGraph plugin",
+                                 ["--use-plugin", str(plugins["SLURMGraph"])])):  # fmt:skip
                 out = tmp / name.replace(" ", "_")
                 runs[name] = (out, timed([APP, str(bids), str(out), "participant", *common,
                                           *extra, "-w", str(tmp / f"work_{out.name}"),
                                           "--participant-label", *pair], env))  # fmt:skip
-            same = all(
-                (runs["MultiProc"][0] / f"sub-{s}/anat/sub-{s}_brainage.tsv").read_bytes()
-                == (runs["SLURM plugin"][0] / f"sub-{s}/anat/sub-{s}_brainage.tsv").read_bytes()
-                for s in pair
-            )
-            print(f"participant level on {len(pair)} scans: MultiProc (2 processes) "
-                  f"{runs['MultiProc'][1]:.0f} s, SLURM plugin {runs['SLURM plugin'][1]:.0f} s; "
-                  f"brain-age tables byte-identical: {same}")  # fmt:skip
+            def table(run: str, label: str) -> bytes:
+                return (runs[run][0] / f"sub-{label}/anat/sub-{label}_brainage.tsv").read_bytes()
+
+            for name in ("SLURM plugin", "SLURMGraph plugin"):
+                same = all(table("MultiProc", s) == table(name, s) for s in pair)
+                print(f"participant level on {len(pair)} scans: MultiProc (2 processes) "
+                      f"{runs['MultiProc'][1]:.0f} s, {name} {runs[name][1]:.0f} s; brain-age "
+                      f"tables byte-identical: {same}")  # fmt:skip
     finally:
         if started_here:
             subprocess.run(["bash", str(CLUSTER), "down"], check=False)

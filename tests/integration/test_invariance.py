@@ -3,7 +3,7 @@
 Copies of two real scans that differ only in voxel size (1 mm), storage orientation or data
 type must give the default model's predicted age within 4 years (median within 1.5) and GM,
 WM and CSF volumes within 3 % of the original's (issue 18's targets). Since the default was
-trained on the head grid with nuisance-aware training, the 1 mm copies meet the median too.
+trained on the head grid, the 1 mm copies meet the median too.
 """
 
 from __future__ import annotations
