@@ -1,8 +1,10 @@
-"""The one way outputs are written: a DerivativesDataSink-style interface, and the commit step.
+"""The one way a scan's outputs are written: one node that stages every derivative of the scan
+(``write_derivative``) and then copies them into OUTPUT_DIR.
 
-A sink writes into a staging folder in the work directory; ``CommitDerivatives`` copies a
-scan's staged files into OUTPUT_DIR only when every step of that scan succeeded, so a failed
-scan leaves nothing half-done in OUTPUT_DIR.
+The staging folder is in the work directory, and the copy happens only when every step of the
+scan succeeded (the node runs last), so a failed scan leaves nothing half-done in OUTPUT_DIR.
+One node per scan, not one per file: Nipype runs each node with a fixed cost in its scheduler
+(benchmarks/scheduler_overhead.py).
 """
 
 from __future__ import annotations
@@ -12,84 +14,63 @@ from pathlib import Path
 from nipype.interfaces.base import (
     BaseInterfaceInputSpec,
     Directory,
+    DynamicTraitedSpec,
     File,
-    InputMultiObject,
     SimpleInterface,
     TraitedSpec,
     isdefined,
     traits,
 )
+from nipype.interfaces.io import add_traits
 
 from ..utils.derivatives import write_derivative
 from ..utils.io import copy_atomic
 
 
-class _DerivativesDataSinkInputSpec(BaseInterfaceInputSpec):
-    base_directory = Directory(mandatory=True, desc="root the derivative path is relative to")
-    entities = traits.Dict(
-        mandatory=True, desc="BIDS entities of the scan (subject, session, ...)"
-    )
-    suffix = traits.Str(mandatory=True)
-    extension = traits.Str(mandatory=True, desc="e.g. .nii.gz, .tsv, .json")
-    desc = traits.Str(desc="desc- entity")
-    space = traits.Str(desc="space- entity")
-    label = traits.Str(desc="label- entity")
-    in_file = File(exists=True, desc="a file to write under the derivative name")
-    in_dict = traits.Dict(desc="JSON content to write (for .json outputs)")
-    meta_dict = traits.Dict(desc="the JSON sidecar of an image or table")
+class _WriteScanInputSpec(DynamicTraitedSpec, BaseInterfaceInputSpec):
+    staging_dir = Directory(mandatory=True, desc="where the derivatives are staged")
+    output_dir = Directory(mandatory=True, desc="OUTPUT_DIR")
+    plan = traits.List(traits.Dict, mandatory=True,
+                       desc="one entry per derivative: field, index (or None), entities (suffix "
+                       "and extension included), meta (sidecar or None)")  # fmt:skip
+    qc = traits.Dict(mandatory=True, desc="the scan's QC, written as its _qc.json")
+    qc_entities = traits.Dict(mandatory=True, desc="entities of the QC JSON")
 
 
-class _DerivativesDataSinkOutputSpec(TraitedSpec):
-    out_file = File(desc="the written file")
-    out_meta = File(desc="its JSON sidecar, if any")
+class _WriteScanOutputSpec(TraitedSpec):
+    out_files = traits.List(File(exists=True), desc="the files written into OUTPUT_DIR")
 
 
-class DerivativesDataSink(SimpleInterface):
-    """Write one derivative (and its sidecar) under its BIDS-Derivatives name."""
+class WriteScanDerivatives(SimpleInterface):
+    """Stage every derivative of one scan under its BIDS-Derivatives name, then commit them.
 
-    input_spec = _DerivativesDataSinkInputSpec
-    output_spec = _DerivativesDataSinkOutputSpec
+    ``fields`` names the inputs that carry files (one path, or a list picked by the plan's
+    ``index``); each plan entry says which field goes under which entities with which sidecar.
+    """
 
-    def _run_interface(self, runtime):
-        entities = dict(self.inputs.entities)
-        entities.update(suffix=self.inputs.suffix, extension=self.inputs.extension)
-        for name in ("desc", "space", "label"):
-            value = getattr(self.inputs, name)
-            if isdefined(value):
-                entities[name] = value
-        inputs = {name: getattr(self.inputs, name) for name in ("in_file", "in_dict", "meta_dict")}
-        given = {k: v for k, v in inputs.items() if isdefined(v)}
-        out_file, sidecar = write_derivative(
-            Path(self.inputs.base_directory), entities, in_file=given.get("in_file"),
-            in_dict=given.get("in_dict"), meta=given.get("meta_dict"),
-        )  # fmt:skip
-        self._results["out_file"] = str(out_file)
-        if sidecar is not None:
-            self._results["out_meta"] = str(sidecar)
-        return runtime
+    input_spec = _WriteScanInputSpec
+    output_spec = _WriteScanOutputSpec
 
-
-class _CommitInputSpec(BaseInterfaceInputSpec):
-    in_files = InputMultiObject(File(exists=True), mandatory=True, desc="staged derivatives")
-    staging_dir = Directory(mandatory=True)
-    output_dir = Directory(mandatory=True)
-
-
-class _CommitOutputSpec(TraitedSpec):
-    out_files = traits.List(File(exists=True))
-
-
-class CommitDerivatives(SimpleInterface):
-    """Copy a scan's staged derivatives (and their sidecars) into OUTPUT_DIR, each atomically."""
-
-    input_spec = _CommitInputSpec
-    output_spec = _CommitOutputSpec
+    def __init__(self, fields: list[str], **inputs):
+        files = {name: inputs.pop(name) for name in fields if name in inputs}
+        super().__init__(**inputs)
+        add_traits(self.inputs, list(fields))
+        self.inputs.trait_set(**files)
 
     def _run_interface(self, runtime):
-        staging, output = Path(self.inputs.staging_dir), Path(self.inputs.output_dir)
-        written = []
-        for staged in sorted({Path(f) for f in self.inputs.in_files}):
-            relative = staged.relative_to(staging)
-            written.append(str(copy_atomic(staged, output / relative)))
-        self._results["out_files"] = written
+        staging = Path(self.inputs.staging_dir)
+        staged = []
+        for item in self.inputs.plan:
+            value = getattr(self.inputs, item["field"])
+            if not isdefined(value):
+                raise ValueError(f"derivative {item['field']!r} has no input")
+            in_file = value if item.get("index") is None else value[item["index"]]
+            staged += write_derivative(staging, item["entities"], in_file=Path(in_file),
+                                       meta=item.get("meta"))  # fmt:skip
+        staged += write_derivative(staging, self.inputs.qc_entities, in_dict=self.inputs.qc)
+        output = Path(self.inputs.output_dir)
+        self._results["out_files"] = [
+            str(copy_atomic(path, output / path.relative_to(staging)))
+            for path in sorted({p for p in staged if p is not None})
+        ]
         return runtime

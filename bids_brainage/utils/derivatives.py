@@ -2,7 +2,7 @@
 
 File names come from the one path spec in ``data/io_spec.json``: ``write_derivative`` writes a
 file (and its sidecar) under its name, and is the body of the Nipype sink
-(``interfaces.bids.DerivativesDataSink``); ``ScanDerivatives`` gives every per-scan path back
+(``interfaces.bids.WriteScanDerivatives``); ``ScanDerivatives`` gives every per-scan path back
 to the readers (group level, training, reports). Also dataset_description.json, .bidsignore and
 the participant level's failure records.
 """

@@ -1,4 +1,4 @@
-"""Every derivative of a scan is written here, through DerivativesDataSink nodes only."""
+"""Every derivative of a scan is written here, by one WriteScanDerivatives node per scan."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..interfaces.bids import CommitDerivatives, DerivativesDataSink
+from ..interfaces.bids import WriteScanDerivatives
 from ..models.predict import BRAINAGE_COLUMNS, ROI_COLUMNS
 from ..utils.templates import TISSUES
 
@@ -80,7 +80,7 @@ def init_anat_derivatives_wf(
         "Resolution": f"{template['resolution']} mm isotropic template grid",
     }
     sinks = [
-        # (node name, input field, list index, sink settings, entity set, sidecar)
+        # (label, input field, list index, entities of the file, entity set, sidecar)
         ("ds_t1w_preproc", "t1w_preproc", None,
          {"desc": "preproc", "suffix": "T1w"}, entities,
          {**native, "SkullStripped": False, "Description": "N4 bias-field corrected T1w, RAS"}),
@@ -142,49 +142,22 @@ def init_anat_derivatives_wf(
         sinks.append(brainage_map(
             "pad_map", "localpad", "year", "Local brain-PAD: local brain age minus chronological "
             "age, uncorrected; 0 outside the brain"))  # fmt:skip
-    gather = pe.Node(niu.Merge(2 * len(sinks) + 1), name="gather", run_without_submitting=True)
-    for index, (node_name, field, item, settings, ents, sidecar) in enumerate(sinks):
+    plan = []
+    for _label, field, item, settings, ents, sidecar in sinks:
         settings = dict(settings)
         extra = settings.pop("extra", {})
-        node = pe.Node(
-            DerivativesDataSink(
-                base_directory=str(staging_dir),
-                entities={**ents, **extra},
-                extension=settings.pop("extension", ".nii.gz"),
-                **settings,
-                **({"meta_dict": sidecar} if sidecar else {}),
-            ),
-            name=node_name,
-            run_without_submitting=True,
-            overwrite=True,
-        )
-        if item is None:
-            workflow.connect(inputnode, field, node, "in_file")
-        else:
-            workflow.connect(inputnode, (field, pick, item), node, "in_file")
-        workflow.connect(node, "out_file", gather, f"in{2 * index + 1}")
-        if sidecar:
-            workflow.connect(node, "out_meta", gather, f"in{2 * index + 2}")
-    ds_qc = pe.Node(
-        DerivativesDataSink(base_directory=str(staging_dir), entities=entities, suffix="qc",
-                            extension=".json"),
-        name="ds_qc", run_without_submitting=True, overwrite=True,
+        extension = settings.pop("extension", ".nii.gz")
+        entities_of_file = {**ents, **extra, **settings, "extension": extension}
+        plan.append({"field": field, "index": item, "meta": sidecar,
+                     "entities": entities_of_file})  # fmt:skip
+    used = sorted({entry["field"] for entry in plan})
+    write = pe.Node(
+        WriteScanDerivatives(fields=used, staging_dir=str(staging_dir), output_dir=str(output_dir),
+                             plan=plan, qc_entities={**entities, "suffix": "qc",
+                                                     "extension": ".json"}),
+        name="write_derivatives",
+        overwrite=True,  # a rerun puts back what was deleted from OUTPUT_DIR
     )  # fmt:skip
-    commit = pe.Node(
-        CommitDerivatives(staging_dir=str(staging_dir), output_dir=str(output_dir)),
-        name="commit",
-        run_without_submitting=True,
-        overwrite=True,
-    )
-    workflow.connect([
-        (inputnode, ds_qc, [("qc", "in_dict")]),
-        (ds_qc, gather, [("out_file", f"in{2 * len(sinks) + 1}")]),
-        (gather, commit, [(("out", _flatten), "in_files")]),
-        (commit, outputnode, [("out_files", "out_files")]),
-    ])  # fmt:skip
+    workflow.connect([(inputnode, write, [(field, field) for field in (*used, "qc")]),
+                      (write, outputnode, [("out_files", "out_files")])])  # fmt:skip
     return workflow
-
-
-def _flatten(items):
-    """Staged files from the Merge node, without the gaps of sinks that have no sidecar."""
-    return [item for item in items if item]

@@ -343,12 +343,20 @@ def test_subject_reports_show_every_scan(synthetic_run):
     out = synthetic_run["out"]
     page = (out / "sub-01.html").read_text()
     for session in ("ses-1", "ses-2"):
-        assert f"<h2>sub-01_{session}</h2>" in page
+        assert f'<h2 id="sub-01_{session}">sub-01_{session}</h2>' in page
     images = re.findall(r'<img src="([^"]+)"', page)
-    # per scan: mask/segmentation, registration, histograms, local, local PAD, occlusion, U-noise
-    assert len(images) == 14
+    # per scan: histograms, local, local PAD, occlusion, U-noise as images; the mask and
+    # segmentation mosaic and the registration flicker as nireports' SVG reportlets
+    assert len(images) == 10
     for desc in ("local", "localpad", "occlusion", "unoise"):
         assert sum(f"desc-{desc}_brainage.png" in i for i in images) == 2
-    for image in images:
+    reportlets = re.findall(r'<object type="image/svg\+xml" data="([^"]+)"', page)
+    assert sorted(r.rsplit("_desc-", 1)[1] for r in reportlets) == [
+        "brainmask_T1w.svg", "brainmask_T1w.svg", "registration_T1w.svg", "registration_T1w.svg"]
+    for reportlet in reportlets:  # a mosaic with contours, and the flicker's two layers
+        svg = (out / reportlet).read_text()
+        assert svg.startswith("<svg") or "<svg" in svg[:500]
+        assert "flicker" in svg if "registration" in reportlet else "<path" in svg
+    for image in images + reportlets:
         assert (out / image).stat().st_size > 10_000
     assert "QC numbers" in page and "registration_correlation" in page

@@ -39,8 +39,8 @@ def test_graph_has_one_branch_per_scan(tmp_path):
                    "sub_02_wf.t1w_run_2_wf", "sub_a1b_wf.t1w_wf"):  # fmt:skip
         assert f"{branch}.anat_preproc_wf.conform_wf.conform" in names
         assert f"{branch}.anat_preproc_wf.registration_wf.registration" in names
-        assert f"{branch}.anat_derivatives_wf.commit" in names
-    assert sum(name.endswith(".commit") for name in names) == 5
+        assert f"{branch}.anat_derivatives_wf.write_derivatives" in names
+    assert sum(name.endswith(".write_derivatives") for name in names) == 5
     assert "checked to be a readable three-dimensional volume" in methods_text(workflow)
 
 
@@ -115,6 +115,8 @@ def test_every_branch_of_the_plan_wires_and_expands(tmp_path, plan_name, with_ag
               "unoise": "U-noise" in plan_name or "every" in plan_name}  # fmt:skip
     for node, present in wanted.items():
         assert any(n.endswith(f".{node}") for n in names) == present, node
-    # the local brain-PAD map needs an age; a missing sink or connection would fail above
-    pad_sink = any(n.endswith(".ds_pad_map") for n in names)
-    assert pad_sink == (with_age and wanted["predict_local"])
+    # the local brain-PAD map needs an age; a missing input or connection would fail above
+    (writer,) = [n for n in expanded.nodes() if n.fullname.endswith(".write_derivatives")]
+    planned = {item["field"] for item in writer.inputs.plan}
+    assert ("pad_map" in planned) == (with_age and wanted["predict_local"])
+    assert ("unoise_map" in planned) == wanted["unoise"]

@@ -1,10 +1,11 @@
 """The derivatives writer: names from one spec, sidecars, atomic writes, staged commits."""
 
 import json
+from pathlib import Path
 
 import pytest
 
-from bids_brainage.interfaces.bids import CommitDerivatives, DerivativesDataSink
+from bids_brainage.interfaces.bids import WriteScanDerivatives
 from bids_brainage.utils.derivatives import (
     dataset_description,
     derivative_path,
@@ -39,33 +40,44 @@ def test_unknown_suffix_is_refused():
         derivative_path({"subject": "01", "suffix": "bold", "extension": ".nii.gz"})
 
 
-def test_sink_writes_file_and_sidecar(tmp_path):
+def _writer(tmp_path, plan, fields=(), **files):
+    return WriteScanDerivatives(
+        fields=sorted({*fields, *files}), staging_dir=str(tmp_path / "staging"),
+        output_dir=str(tmp_path / "out"), plan=plan, qc={"flags": ["oblique"]},
+        qc_entities={"subject": "01", "session": "a", "suffix": "qc", "extension": ".json"},
+        **files)  # fmt:skip
+
+
+def test_writer_stages_then_commits_files_sidecars_and_qc(tmp_path):
     source = tmp_path / "x.nii.gz"
     source.write_bytes(b"data")
-    result = DerivativesDataSink(
-        base_directory=str(tmp_path / "out"), entities={"subject": "01", "session": "a"},
-        desc="conform", suffix="T1w", extension=".nii.gz", in_file=str(source),
-        meta_dict={"SkullStripped": False},
-    ).run()  # fmt:skip
-    out = tmp_path / "out/sub-01/ses-a/anat/sub-01_ses-a_desc-conform_T1w.nii.gz"
-    assert result.outputs.out_file == str(out) and out.read_bytes() == b"data"
-    assert json.loads(out.with_name(out.name.replace(".nii.gz", ".json")).read_text()) == {
-        "SkullStripped": False
-    }
+    maps = [tmp_path / f"{t}.nii.gz" for t in ("csf", "gm")]
+    for path in maps:
+        path.write_bytes(path.name.encode())
+    plan = [{"field": "t1w", "index": None, "meta": {"SkullStripped": False},
+             "entities": {"subject": "01", "session": "a", "desc": "conform", "suffix": "T1w",
+                          "extension": ".nii.gz"}},
+            {"field": "probseg", "index": 1, "meta": None,
+             "entities": {"subject": "01", "session": "a", "label": "GM", "suffix": "probseg",
+                          "extension": ".nii.gz"}}]  # fmt:skip
+    result = _writer(tmp_path, plan, t1w=str(source), probseg=[str(p) for p in maps]).run()
+    anat = tmp_path / "out/sub-01/ses-a/anat"
+    assert sorted(Path(f).name for f in result.outputs.out_files) == [
+        "sub-01_ses-a_desc-conform_T1w.json", "sub-01_ses-a_desc-conform_T1w.nii.gz",
+        "sub-01_ses-a_label-GM_probseg.nii.gz", "sub-01_ses-a_qc.json"]  # fmt:skip
+    assert (anat / "sub-01_ses-a_desc-conform_T1w.nii.gz").read_bytes() == b"data"
+    assert (anat / "sub-01_ses-a_label-GM_probseg.nii.gz").read_bytes() == b"gm.nii.gz"
+    assert json.loads((anat / "sub-01_ses-a_desc-conform_T1w.json").read_text()) == {
+        "SkullStripped": False}  # fmt:skip
+    assert json.loads((anat / "sub-01_ses-a_qc.json").read_text()) == {"flags": ["oblique"]}
 
 
-def test_sink_writes_dict_as_json_and_needs_exactly_one_input(tmp_path):
-    sink = DerivativesDataSink(
-        base_directory=str(tmp_path), entities={"subject": "01"}, suffix="qc", extension=".json",
-        in_dict={"flags": ["oblique"]},
-    )  # fmt:skip
-    out = sink.run().outputs.out_file
-    assert json.loads(open(out).read()) == {"flags": ["oblique"]}
-    empty = DerivativesDataSink(
-        base_directory=str(tmp_path), entities={"subject": "01"}, suffix="qc", extension=".json"
-    )
-    with pytest.raises(ValueError, match="exactly one"):
-        empty.run()
+def test_writer_refuses_a_planned_derivative_without_input(tmp_path):
+    plan = [{"field": "t1w", "index": None, "meta": None,
+             "entities": {"subject": "01", "suffix": "T1w", "extension": ".nii.gz"}}]  # fmt:skip
+    with pytest.raises(ValueError, match="'t1w' has no input"):
+        _writer(tmp_path, plan, fields=["t1w"]).run()
+    assert not (tmp_path / "out").exists()
 
 
 def test_atomic_path_leaves_nothing_on_interrupt(tmp_path):
@@ -76,20 +88,6 @@ def test_atomic_path_leaves_nothing_on_interrupt(tmp_path):
     assert list(tmp_path.iterdir()) == []
     write_json_atomic(target.with_suffix(".json"), {"a": 1})
     assert [p.name for p in tmp_path.iterdir()] == ["sub-01_T1w.nii.json"]
-
-
-def test_commit_copies_staged_tree(tmp_path):
-    staging = tmp_path / "staging"
-    staged = staging / "sub-01/anat/sub-01_qc.json"
-    staged.parent.mkdir(parents=True)
-    staged.write_text("{}")
-    result = CommitDerivatives(
-        in_files=[str(staged), str(staged)],
-        staging_dir=str(staging),
-        output_dir=str(tmp_path / "out"),
-    ).run()
-    assert result.outputs.out_files == [str(tmp_path / "out/sub-01/anat/sub-01_qc.json")]
-    assert staged.exists()  # kept, so cached sink results stay valid
 
 
 def test_derivatives_root(tmp_path, monkeypatch):
