@@ -28,7 +28,7 @@ if command -v strip > /dev/null; then
 fi
 "$venv/bin/python" -c "import numpy, scipy.ndimage, scipy.stats, sklearn.linear_model, pandas, \
 ants, torch, nibabel, nipype, bids, statsmodels.api, matplotlib.pyplot, deepbet, safetensors, \
-cc3d, fill_voids" || { echo "slim_venv: an import broke" >&2; exit 1; }
+cc3d, fill_voids, nireports.reportlets.mosaic" || { echo "slim_venv: an import broke" >&2; exit 1; }
 # the installer itself: the image never installs anything
 "$venv/bin/python" -m pip uninstall -q -y pip setuptools > /dev/null 2>&1 || true
 echo "slim_venv: $before MB -> $(du -sm "$venv" | cut -f1) MB"
