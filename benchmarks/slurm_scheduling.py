@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+
+from bids_brainage.utils.bids import copy_participants
 
 ROOT = Path(__file__).resolve().parents[1]
 IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
@@ -58,18 +59,6 @@ def wait_recording(jobs: list[str], env: dict) -> dict[str, list[dict]]:
         time.sleep(1)
 
 
-def dataset(folder: Path, labels: list[str]) -> Path:
-    bids = folder / "bids"
-    bids.mkdir(parents=True)
-    shutil.copy(IXI / "dataset_description.json", bids)
-    table = pd.read_csv(IXI / "participants.tsv", sep="\t")
-    table[table["participant_id"].isin([f"sub-{s}" for s in labels])].to_csv(
-        bids / "participants.tsv", sep="\t", index=False)  # fmt:skip
-    for label in labels:
-        shutil.copytree(IXI / f"sub-{label}", bids / f"sub-{label}")
-    return bids
-
-
 def timed(cmd: list[str], env: dict) -> float:
     started = time.perf_counter()
     subprocess.run(cmd, env=env, check=True, capture_output=True)
@@ -90,7 +79,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            bids = dataset(tmp, labels)
+            bids = copy_participants(IXI, tmp / "bids", labels)
             begun = time.perf_counter()
             submitted = subprocess.run(
                 ["bash", str(ROOT / "scripts" / "slurm" / "submit.sh"), str(bids),

@@ -348,3 +348,22 @@ def collect_t1w(
                 break
         scans.append(scan)
     return scans
+
+
+def copy_participants(source: Path, target: Path, labels: list[str]) -> Path:
+    """A BIDS dataset at ``target`` holding only ``labels`` (no ``sub-``) of ``source``: their
+    folders, their participants.tsv rows and the dataset description.
+    """
+    import shutil
+
+    import pandas as pd
+
+    source, target = Path(source), Path(target)
+    target.mkdir(parents=True)
+    shutil.copy(source / "dataset_description.json", target)
+    table = pd.read_csv(source / "participants.tsv", sep="\t", dtype=str, keep_default_na=False)
+    table[table["participant_id"].isin([f"sub-{s}" for s in labels])].to_csv(
+        target / "participants.tsv", sep="\t", index=False)  # fmt:skip
+    for label in labels:
+        shutil.copytree(source / f"sub-{label}", target / f"sub-{label}")
+    return target

@@ -5,7 +5,6 @@ brought up by scripts/slurm/cluster.sh; and Nipype's SLURM plugin through --use-
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from bids_brainage.utils.bids import copy_participants
 
 from .conftest import require_root_on_debian
 
@@ -40,14 +41,7 @@ def slurm(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def dataset(ixi_dir, tmp_path_factory):
-    bids = tmp_path_factory.mktemp("slurm") / "bids"
-    bids.mkdir()
-    shutil.copy(ixi_dir / "dataset_description.json", bids)
-    table = pd.read_csv(ixi_dir / "participants.tsv", sep="\t")
-    table[table["participant_id"].isin([f"sub-{s}" for s in SCANS])].to_csv(
-        bids / "participants.tsv", sep="\t", index=False)  # fmt:skip
-    for label in SCANS:
-        shutil.copytree(ixi_dir / f"sub-{label}", bids / f"sub-{label}")
+    bids = copy_participants(ixi_dir, tmp_path_factory.mktemp("slurm") / "bids", list(SCANS))
     broken = bids / f"sub-{BROKEN}" / "anat" / f"sub-{BROKEN}_T1w.nii.gz"
     broken.write_bytes(broken.read_bytes()[:5000])  # truncated: not a readable image
     return bids

@@ -165,3 +165,15 @@ def test_load_filters(tmp_path):
         bad.write_text(content)
         with pytest.raises(InputError, match=fragment):
             load_filters(bad)
+
+
+def test_copy_participants_keeps_only_the_chosen_ones(tmp_path):
+    from bids_brainage.utils.bids import copy_participants
+
+    source = make_skeleton(tmp_path / "src", ["sub-01/anat/sub-01_T1w.nii.gz",
+                                             "sub-02/anat/sub-02_T1w.nii.gz"],
+                           participants="participant_id\tage\nsub-01\t35.02\nsub-02\tn/a\n")  # fmt:skip
+    target = copy_participants(source, tmp_path / "dst", ["02"])
+    assert sorted(p.name for p in target.iterdir()) == [
+        "dataset_description.json", "participants.tsv", "sub-02"]  # fmt:skip
+    assert (target / "participants.tsv").read_text() == "participant_id\tage\nsub-02\tn/a\n"
