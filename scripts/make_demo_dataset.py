@@ -126,7 +126,8 @@ brought onto each patient's scan by an ANTs SyN registration of the template; th
 of those regions that borders CSF lost its outer {layers} layer(s) of 2 mm voxels, each set to
 the scan's median CSF intensity (widened sulci, thinner temporal cortex). The two patients'
 brain-PAD should therefore come out positive, and their local brain-age maps older in the
-temporal lobes. These are not real patients.
+temporal lobes. The atrophy is severe by design, so that two patients show it against five
+controls whose own errors are several years. These are not real patients.
 
 **Rescan.** ``ses-2`` of {rescanned} is ``ses-1`` reoriented to LPS, shifted by
 {shift} mm and given fresh Rician noise (2 % of the 99th percentile): the same brain, so its
