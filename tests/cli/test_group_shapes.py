@@ -240,8 +240,9 @@ def test_controls_only_bias_matches_a_hand_fit(tmp_path):
     truth = data["participants"].merge(
         data["scans"].drop(columns="session"), on="participant_id")  # fmt:skip
     fit = stats.linregress(truth["age"], truth["predicted_age"] - truth["age"])
-    assert bias.at[0, "alpha"] == pytest.approx(fit.slope, rel=1e-4)
-    assert bias.at[0, "beta"] == pytest.approx(fit.intercept, rel=1e-4)
+    # the table gives statistics to 4 significant digits: a relative error under 5e-4
+    assert bias.at[0, "alpha"] == pytest.approx(fit.slope, rel=5e-4)
+    assert bias.at[0, "beta"] == pytest.approx(fit.intercept, rel=5e-4)
     assert bias.at[0, "n_reference"] == 24
 
 
@@ -274,7 +275,8 @@ def test_planted_site_offsets_are_recovered_within_their_standard_error(tmp_path
     scans = pd.read_csv(data["derivatives"] / "group" / "group_scans.tsv", sep="\t")
     controls = scans[(scans["group"] == "HC") & (scans["site"] != "D")]
     by_site = controls.groupby("site")["synthetic_brain_pad_corrected"].mean()
-    assert by_site.abs().max() < 1e-6  # each site's controls centred by their own line
+    # each site's controls centred by their own line (the table gives years to 0.01)
+    assert by_site.abs().max() <= 0.005
     assert set(scans.loc[scans["site"] == "D", "synthetic_calibration"]) == {"pooled"}
     inside = controls["synthetic_predicted_age"].between(
         controls["synthetic_normative_lower"], controls["synthetic_normative_upper"]
