@@ -74,8 +74,7 @@ ROI_SUMMARY_COLUMNS = {
     "roi": "Harvard-Oxford region",
     "n": "Participants with an age and an ROI value (one scan each)",
     "mean_local_brainage": "Mean over participants of the ROI's mean local brain age (years)",
-    "mean_local_pad": "Mean local brain-PAD (ROI mean local brain age - age), uncorrected "
-                      "(years)",
+    "mean_local_pad": "Mean local brain-PAD (ROI mean local brain age - age), uncorrected (years)",
     "sd_local_pad": "Standard deviation of the local brain-PAD (years)",
     "mae_local": "Mean absolute local brain-PAD (years)",
     "r_age": "Pearson r of the ROI's local brain age with chronological age",

@@ -80,52 +80,52 @@ def init_anat_derivatives_wf(
         "Resolution": f"{template['resolution']} mm isotropic template grid",
     }
     sinks = [
-        # (label, input field, list index, entities of the file, entity set, sidecar)
-        ("ds_t1w_preproc", "t1w_preproc", None,
+        # (input field, list index, entities of the file, entity set, sidecar)
+        ("t1w_preproc", None,
          {"desc": "preproc", "suffix": "T1w"}, entities,
          {**native, "SkullStripped": False, "Description": "N4 bias-field corrected T1w, RAS"}),
-        ("ds_brain_mask", "brain_mask", None, {"desc": "brain", "suffix": "mask"}, entities,
+        ("brain_mask", None, {"desc": "brain", "suffix": "mask"}, entities,
          {**native, "Type": "Brain"}),
-        ("ds_dseg", "dseg", None, {"suffix": "dseg"}, entities,
+        ("dseg", None, {"suffix": "dseg"}, entities,
          {**native, "Labels": TISSUE_LEVELS, "Description": "Atropos CSF/GM/WM labels"}),
-        *[(f"ds_probseg_{t.lower()}", "probseg", i, {"label": t, "suffix": "probseg"}, entities,
+        *[("probseg", i, {"label": t, "suffix": "probseg"}, entities,
            {**native, "Description": f"{t} probability (Atropos, template priors)"})
           for i, t in enumerate(TISSUES)],
-        ("ds_xfm", "xfm", None,
+        ("xfm", None,
          {"suffix": "xfm", "extra": {"from": "T1w", "to": template["name"], "mode": "image"}},
          entities, None),
-        ("ds_v2", "v2", None, {"desc": "normv2", "suffix": "T1w"}, entities,
+        ("v2", None, {"desc": "normv2", "suffix": "T1w"}, entities,
          {**native, "SkullStripped": True,
           "Description": "Brain, v2-normalised: GM peak at 0.5, WM peak at 0.8"}),
-        ("ds_t1w_tpl", "t1w_tpl", None, {**space, "desc": "preproc", "suffix": "T1w"}, tpl_ents,
+        ("t1w_tpl", None, {**space, "desc": "preproc", "suffix": "T1w"}, tpl_ents,
          {**in_template, "SkullStripped": False}),
-        ("ds_v2_tpl", "v2_tpl", None, {**space, "desc": "normv2", "suffix": "T1w"}, tpl_ents,
+        ("v2_tpl", None, {**space, "desc": "normv2", "suffix": "T1w"}, tpl_ents,
          {**in_template, "SkullStripped": True,
           "Description": "Brain, v2-normalised (GM peak 0.5, WM peak 0.8), in template space"}),
-        *[(f"ds_modulated_{t.lower()}", "modulated", i,
+        *[("modulated", i,
            {**space, "label": t, "desc": "modulated", "suffix": "probseg"}, tpl_ents,
            {**in_template, "Description": f"{t} probability times the Jacobian determinant: "
             "each voxel holds the native volume (in template voxels) it maps to"})
           for i, t in enumerate(TISSUES)],
-        ("ds_histogram", "histogram", None, {"desc": "histogram", "suffix": "features",
+        ("histogram", None, {"desc": "histogram", "suffix": "features",
                                              "extension": ".tsv"}, entities, HISTOGRAM_COLUMNS),
-        ("ds_volumes", "volumes", None, {"desc": "volumes", "suffix": "features",
+        ("volumes", None, {"desc": "volumes", "suffix": "features",
                                          "extension": ".tsv"}, entities, VOLUME_COLUMNS),
     ]  # fmt:skip
     if with_brainage:
-        sinks.append(("ds_brainage", "brainage", None, {"suffix": "brainage",
+        sinks.append(("brainage", None, {"suffix": "brainage",
                       "extension": ".tsv"}, entities, BRAINAGE_COLUMNS))  # fmt:skip
 
     def brainage_map(field, desc, units, description):
         """A template-space brain-age map (local age, PAD or importance) and its sidecar."""
-        return (f"ds_{field}", field, None, {**space, "desc": desc, "suffix": "brainage"},
+        return (field, None, {**space, "desc": desc, "suffix": "brainage"},
                 tpl_ents, {**in_template, "Units": units, "Description": description})  # fmt:skip
 
     if with_local:
         sinks += [
             brainage_map("local_map", "local", "year", "Local brain age (U-Net, Popescu et al. "
                          "2021) at every brain voxel; 0 outside the brain"),
-            ("ds_roi_table", "roi_table", None,
+            ("roi_table", None,
              {"desc": "roi", "suffix": "brainage", "extension": ".tsv"}, entities, ROI_COLUMNS),
         ]  # fmt:skip
     if with_occlusion:
@@ -143,7 +143,7 @@ def init_anat_derivatives_wf(
             "pad_map", "localpad", "year", "Local brain-PAD: local brain age minus chronological "
             "age, uncorrected; 0 outside the brain"))  # fmt:skip
     plan = []
-    for _label, field, item, settings, ents, sidecar in sinks:
+    for field, item, settings, ents, sidecar in sinks:
         settings = dict(settings)
         extra = settings.pop("extra", {})
         extension = settings.pop("extension", ".nii.gz")
