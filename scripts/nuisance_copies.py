@@ -1,6 +1,7 @@
 """Nuisance copies of real IXI training scans, for invariance-aware training (issue 18).
 
     .venv/bin/python scripts/nuisance_copies.py BIDS_OUT --derivatives DIR [--sources 10]
+        [--transforms xthick xcoarse ...]
 
 Picks N training participants spread over the age range (never the demo's sources nor the
 scans of the invariance benchmark and its CI subset), writes a BIDS dataset of their copies
@@ -36,15 +37,17 @@ def pick_sources(n: int) -> pd.DataFrame:
     return table.iloc[[int(step * (i + 0.5)) for i in range(n)]]
 
 
-def write_copies(sources: pd.DataFrame, bids: Path, derivatives: Path | None) -> int:
+def write_copies(sources: pd.DataFrame, bids: Path, derivatives: Path | None,
+                 transforms=(*TRAINING_TRANSFORMS, "xstrip")) -> int:  # fmt:skip
     rows = []
     for row in sources.itertuples():
         sid = row.participant_id
         img = nb.load(DATA / sid / "anat" / f"{sid}_T1w.nii.gz")
-        copies = {name: make for name, (_, make) in TRAINING_TRANSFORMS.items()}
+        copies = {name: make for name, (_, make) in TRAINING_TRANSFORMS.items()
+                  if name in transforms}  # fmt:skip
         mask = (derivatives / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz"
                 if derivatives else None)  # fmt:skip
-        if mask is not None and mask.exists():
+        if "xstrip" in transforms and mask is not None and mask.exists():
             copies["xstrip"] = lambda image, m=mask: skull_strip(image, nb.load(m))
         for name, make in copies.items():
             label = f"{sid.removeprefix('sub-')}{name}"
@@ -71,12 +74,15 @@ def main() -> None:
     parser.add_argument("bids", type=Path)
     parser.add_argument("--derivatives", type=Path, help="participant outputs of the originals")
     parser.add_argument("--sources", type=int, default=10)
+    parser.add_argument("--transforms", nargs="+", default=[*TRAINING_TRANSFORMS, "xstrip"],
+                        choices=[*TRAINING_TRANSFORMS, "xstrip"])  # fmt:skip
     opts = parser.parse_args()
     opts.bids.mkdir(parents=True, exist_ok=True)
     sources = pick_sources(opts.sources)
     print("sources:", " ".join(sources["participant_id"]), f"({sources['age'].min():.0f}–"
           f"{sources['age'].max():.0f} y)")  # fmt:skip
-    print(write_copies(sources, opts.bids, opts.derivatives), "copies in", opts.bids)
+    count = write_copies(sources, opts.bids, opts.derivatives, opts.transforms)
+    print(count, "copies in", opts.bids)
 
 
 if __name__ == "__main__":
