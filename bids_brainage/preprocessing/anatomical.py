@@ -112,6 +112,13 @@ def is_skull_stripped(data: np.ndarray, voxel_ml: float) -> tuple[bool, dict]:
     }
 
 
+def given_brain(data: np.ndarray) -> np.ndarray:
+    """The non-zero support of a skull-stripped input, enclosed zeros (dark ventricles of a
+    uint8 scan) filled: a mask drawn wider than it would count the zeros around it as CSF.
+    """
+    return ndimage.binary_fill_holes(data != 0)
+
+
 def n4_correct(in_file: Path, out_file: Path) -> dict:
     """N4 bias-field correction inside the head mask.
 
@@ -234,6 +241,8 @@ def brain_extract(
     prior = warped_mask > 0.5
     if method == "deepbet":
         mask = deepbet_mask(n4_file, threads)
+        if stripped:  # the given brain is all there is: zeros around it are not CSF
+            mask &= given_brain(data)
     elif stripped:
         mask = foreground_mask(data)
     else:

@@ -5,6 +5,7 @@ import pytest
 
 from bids_brainage.preprocessing.anatomical import (
     foreground_mask,
+    given_brain,
     is_skull_stripped,
     kmeans_1d,
     largest_component,
@@ -58,6 +59,17 @@ def test_skull_stripped_detection():
     head = np.where(ball(shape, (30, 35, 30), 26), 200.0, 0.0)  # about 4700 ml of head
     head[brain] = 500.0
     assert not is_skull_stripped(head, voxel_ml)[0]
+
+
+def test_given_brain_is_the_nonzero_support_with_dark_ventricles_filled():
+    shape = (40, 44, 48)
+    brain = ball(shape, (20, 22, 24), 14)
+    ventricle = ball(shape, (20, 22, 24), 4)
+    stripped = np.where(brain & ~ventricle, 120.0, 0.0)  # uint8-like: ventricles stored as 0
+    support = given_brain(stripped)
+    assert np.array_equal(support, brain)
+    wider = ball(shape, (20, 22, 24), 16)  # a mask drawn 2 voxels too wide
+    assert np.array_equal(wider & support, brain)
 
 
 def test_volumes_by_hand():
