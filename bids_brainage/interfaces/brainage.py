@@ -52,8 +52,9 @@ class PredictBrainAge(SimpleInterface):
         qc = self.inputs.qc if isdefined(self.inputs.qc) else {}
         preprocessing = {"brain_extraction": qc.get("brain_extraction", {}).get("method"),
                          "field_of_view": qc.get("conform", {}).get("field_of_view")}  # fmt:skip
+        voxel_mm = qc.get("conform", {}).get("voxel_size_mm")
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
-                              preprocessing)  # fmt:skip
+                              preprocessing, voxel_mm)  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

@@ -10,6 +10,10 @@ from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
 from .bundle import CONTRACT_DEFAULTS, Bundle
 from .inputs import ScanFeatures
 
+# Finer inputs are downsampled to the working grid; coarser ones cannot regain its detail (3 mm
+# copies of 2 mm IXI scans moved the default by 4 years, docs/benchmarks.md).
+COARSER_VOXELS_RATIO = 1.25
+
 BRAINAGE_COLUMNS = {
     "model": {"Description": "Name of the model bundle"},
     "model_kind": {"Description": "Kind of model (hist-linear, tissue-linear, ensemble, ...)"},
@@ -35,6 +39,9 @@ BRAINAGE_COLUMNS = {
                                "fractions): the features are not trustworthy",
                   "unlike_training_contrast": "grey/white-matter contrast unlike a T1w scan "
                                               "(GM/WM peak ratio above 0.92)",
+                  "voxels_coarser_than_training": "the input's largest voxel edge is over 1.25 "
+                                                  "times the model's working grid: detail the "
+                                                  "model learnt from is missing",
               }},
 }  # fmt:skip
 
@@ -48,11 +55,11 @@ ROI_COLUMNS = {
 }  # fmt:skip
 
 
-def prediction_flags(card: dict, age: float | None, predicted: float,
-                     qc_flags=(), preprocessing: dict | None = None) -> list[str]:  # fmt:skip
+def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(),
+                     preprocessing: dict | None = None, voxel_mm=None) -> list[str]:  # fmt:skip
     """What makes one prediction doubtful: ages outside the training range, failed QC, a
     contrast unlike T1w, preprocessing (``brain_extraction``, ``field_of_view``) unlike the
-    training scans'.
+    training scans', input voxels (``voxel_mm``, per axis) coarser than the working grid.
     """
     flags = []
     ages = card.get("training_data", {}).get("age", {})
@@ -72,11 +79,14 @@ def prediction_flags(card: dict, age: float | None, predicted: float,
         trained_with = contract.get(key, CONTRACT_DEFAULTS.get(key))
         if used and trained_with and used != trained_with:
             flags.append(f"{key}_unlike_training")
+    working = contract.get("working_voxel_mm")
+    if voxel_mm is not None and working and max(voxel_mm) > COARSER_VOXELS_RATIO * working:
+        flags.append("voxels_coarser_than_training")
     return flags
 
 
 def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None,
-                  qc_flags=(), preprocessing: dict | None = None):  # fmt:skip
+                  qc_flags=(), preprocessing: dict | None = None, voxel_mm=None):  # fmt:skip
     """One row per bundle: prediction, conformal interval, chronological age, brain-PAD and
     the flags that make the prediction doubtful.
     """
@@ -86,7 +96,7 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
         halfwidth = bundle.halfwidth
         known = age is not None and not (isinstance(age, float) and math.isnan(age))
         flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags,
-                                 preprocessing)  # fmt:skip
+                                 preprocessing, voxel_mm)  # fmt:skip
         rows.append({
             "model": bundle.name,
             "model_kind": bundle.kind,

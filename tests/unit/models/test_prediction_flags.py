@@ -25,6 +25,16 @@ def test_failed_qc_and_contrast_travel_into_the_prediction():
     ]
 
 
+def test_inputs_coarser_than_the_working_grid_are_flagged():
+    card = {**CARD, "contract": {"working_voxel_mm": 2.0}}
+    coarse = "voxels_coarser_than_training"
+    assert prediction_flags(card, 45.0, 50.0, voxel_mm=[1.0, 1.0, 1.0]) == []
+    assert prediction_flags(card, 45.0, 50.0, voxel_mm=[2.0, 2.0, 2.5]) == []  # 1.25 times
+    assert prediction_flags(card, 45.0, 50.0, voxel_mm=[3.0, 3.0, 3.0]) == [coarse]
+    assert prediction_flags(card, 45.0, 50.0, voxel_mm=[1.0, 1.0, 3.0]) == [coarse]
+    assert prediction_flags(CARD, 45.0, 50.0, voxel_mm=[3.0, 3.0, 3.0]) == []  # no contract
+
+
 def test_contrast_flag_from_tissue_peaks():
     t1w = {"measures": {"gm_peak": 348.4, "wm_peak": 486.0}}  # IXI012: ratio 0.72
     t2w = {"measures": {"gm_peak": 520.0, "wm_peak": 410.0}}  # GM brighter than WM
