@@ -50,11 +50,11 @@ class PredictBrainAge(SimpleInterface):
         bundles = [load_bundle(path, template=self.inputs.template, threads=self.inputs.threads)
                    for path in self.inputs.bundles]  # fmt:skip
         qc = self.inputs.qc if isdefined(self.inputs.qc) else {}
+        conform = qc.get("conform", {})
         preprocessing = {"brain_extraction": qc.get("brain_extraction", {}).get("method"),
-                         "field_of_view": qc.get("conform", {}).get("field_of_view")}  # fmt:skip
-        voxel_mm = qc.get("conform", {}).get("voxel_size_mm")
+                         "field_of_view": conform.get("field_of_view")}  # fmt:skip
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
-                              preprocessing, voxel_mm)  # fmt:skip
+                              preprocessing, conform.get("voxel_size_mm"))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

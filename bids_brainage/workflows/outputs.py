@@ -107,14 +107,14 @@ def init_anat_derivatives_wf(
            {**in_template, "Description": f"{t} probability times the Jacobian determinant: "
             "each voxel holds the native volume (in template voxels) it maps to"})
           for i, t in enumerate(TISSUES)],
-        ("histogram", None, {"desc": "histogram", "suffix": "features",
-                                             "extension": ".tsv"}, entities, HISTOGRAM_COLUMNS),
-        ("volumes", None, {"desc": "volumes", "suffix": "features",
-                                         "extension": ".tsv"}, entities, VOLUME_COLUMNS),
+        ("histogram", None, {"desc": "histogram", "suffix": "features", "extension": ".tsv"},
+         entities, HISTOGRAM_COLUMNS),
+        ("volumes", None, {"desc": "volumes", "suffix": "features", "extension": ".tsv"},
+         entities, VOLUME_COLUMNS),
     ]  # fmt:skip
     if with_brainage:
-        sinks.append(("brainage", None, {"suffix": "brainage",
-                      "extension": ".tsv"}, entities, BRAINAGE_COLUMNS))  # fmt:skip
+        sinks.append(("brainage", None, {"suffix": "brainage", "extension": ".tsv"}, entities,
+                      BRAINAGE_COLUMNS))  # fmt:skip
 
     def brainage_map(field, desc, units, description):
         """A template-space brain-age map (local age, PAD or importance) and its sidecar."""
