@@ -31,6 +31,9 @@ MIN_REGISTRATION_CORRELATION = 0.5
 SKULL_STRIPPED_MAX_HEAD_ML = 2300.0
 N4_ESTIMATION_MM = 2.0
 SKULL_STRIPPED_MIN_ZERO_FRACTION = 0.3
+# A stripped brain resampled with a spline (linear alignment to MNI, then the working grid, then
+# N4) keeps a haze of ~0.1 % of its intensity where it was zero: that counts as zero.
+NEAR_ZERO_FRACTION = 0.01  # of the 99th percentile of the non-zero intensities
 
 
 def _ants():
@@ -96,12 +99,22 @@ def foreground_mask(data: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=2))
 
 
+def near_zero(data: np.ndarray) -> np.ndarray:
+    """Voxels at most ``NEAR_ZERO_FRACTION`` of the 99th percentile of the non-zero intensities
+    (a head's air holds noise well above that; a resampled stripped brain's surround does not).
+    """
+    nonzero = np.abs(data[data != 0])
+    if nonzero.size == 0:
+        return np.ones(data.shape, bool)
+    return np.abs(data) <= NEAR_ZERO_FRACTION * float(np.percentile(nonzero, 99))
+
+
 def is_skull_stripped(data: np.ndarray, voxel_ml: float) -> tuple[bool, dict]:
     """An input is taken as already skull-stripped when its foreground is brain-sized and the
-    rest is exactly zero (a stripped brain has no scalp, skull or neck around it).
+    rest is (near) zero (a stripped brain has no scalp, skull or neck around it).
     """
     foreground_ml = float(foreground_mask(data).sum() * voxel_ml)
-    zero_fraction = float(np.mean(data == 0))
+    zero_fraction = float(np.mean(near_zero(data)))
     stripped = (
         foreground_ml < SKULL_STRIPPED_MAX_HEAD_ML
         and zero_fraction > SKULL_STRIPPED_MIN_ZERO_FRACTION
@@ -116,7 +129,7 @@ def given_brain(data: np.ndarray) -> np.ndarray:
     """The non-zero support of a skull-stripped input, enclosed zeros (dark ventricles of a
     uint8 scan) filled: a mask drawn wider than it would count the zeros around it as CSF.
     """
-    return ndimage.binary_fill_holes(data != 0)
+    return ndimage.binary_fill_holes(~near_zero(data))
 
 
 def n4_correct(in_file: Path, out_file: Path) -> dict:
