@@ -27,9 +27,10 @@ torch.set_num_threads(2)
 from pathlib import Path
 from bids_brainage.models.bundle import load_bundle, resolve_bundle
 from bids_brainage.models.importance import occlusion_map
-from bids_brainage.models.inputs import ScanFeatures, load_inputs
+from bids_brainage.models.inputs import ScanFeatures
 from bids_brainage.models.local import local_outputs
 from bids_brainage.utils.atlas import harvard_oxford
+from bids_brainage.utils.derivatives import ScanDerivatives
 from bids_brainage.utils.templates import resolve_template
 from bids_brainage.workflows.brainage import OCCLUSION_MM
 local_spec, global_spec, unoise_spec, derivatives, subject, cache = sys.argv[1:7]
@@ -38,7 +39,8 @@ template = resolve_template(Path(cache), resolution=2)
 labels, names = harvard_oxford(template, Path(cache))
 brain = np.asarray(nib.load(template.to_dict()["brain_mask"]).dataobj) > 0
 atlas = np.asarray(nib.load(labels).dataobj)
-features = ScanFeatures.from_derivatives(derivatives, {"subject": subject}, template.name, 2)
+features = ScanFeatures(**ScanDerivatives(Path(derivatives), {"subject": subject}, template.name,
+                                          "2").model_inputs())
 
 tick = time.perf_counter()
 local = load_bundle(resolve_bundle(local_spec), threads=2)
@@ -48,7 +50,7 @@ times["local"] = time.perf_counter() - tick
 tick = time.perf_counter()
 model = load_bundle(resolve_bundle(global_spec), threads=2)
 (kind,) = model.inputs_needed()
-volume = load_inputs(features, kind, model.card["contract"].get("grid"))
+volume = model.load_inputs(features, kind)
 patch = max(4, round(OCCLUSION_MM / 2))
 occlusion_map(volume, lambda batch: model.predict_inputs({kind: batch}), brain, patch, patch)
 times["occlusion"] = time.perf_counter() - tick

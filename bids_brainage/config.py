@@ -75,6 +75,7 @@ class ModelSettings:
     cv_folds: int = 5
     control_labels: list[str] = field(default_factory=lambda: list(DEFAULT_CONTROL_LABELS))
     max_epochs: int | None = None
+    tissue_scaling: str = "tiv"  # GM/WM maps of new tissue bundles scaled by TIV (or "none")
     plan: BundlePlan = field(default_factory=BundlePlan)  # the --model bundles' roles, at run time
     atlas: dict | None = None  # Harvard-Oxford labels on the template, when local maps are made
 

@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="values of the participants.tsv group column that mean a healthy control")
     add("--max-epochs", type=_positive_int,
         help="group: cap on CNN training epochs (default: the kind's own setting)")
+    add("--tissue-scaling", choices=("tiv", "none"), default="tiv",
+        help="group: tissue-map models learn from GM/WM maps scaled to one total intracranial "
+             "volume (tiv, default: blind to head size and to a linear alignment of the input "
+             "to a template) or from the maps as they are (none)")
 
     add = parser.add_argument_group("group statistics").add_argument
     add("--bias-reference", default="auto", metavar="SET",
@@ -279,6 +283,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         model_kind=opts.model_kind, ensemble_members=opts.ensemble_members,
         explain_model=opts.explain_model, cv_folds=opts.cv_folds,
         control_labels=opts.control_label, max_epochs=opts.max_epochs,
+        tissue_scaling=opts.tissue_scaling,
     )  # fmt:skip
     if opts.bias_reference_query and opts.bias_reference not in ("auto", "controls"):
         raise UsageError("--bias-reference-query narrows the controls; use it with "

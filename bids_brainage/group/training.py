@@ -106,10 +106,10 @@ def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selecti
     }  # fmt:skip
 
 
-def load_design(scans: pd.DataFrame, input_kind: str):
-    """Stack the model inputs (histogram / tissue / t1w) of every scan; the grid of
-    template-space inputs is checked to be the same for all. Returns the inputs, the grid
-    signature and affine (None for histograms).
+def load_design(scans: pd.DataFrame, input_kind: str, scaling: str = "none"):
+    """Stack the model inputs (histogram / tissue / t1w) of every scan, tissue maps scaled as
+    ``scaling`` says; the grid of template-space inputs is checked to be the same for all.
+    Returns the inputs, the grid signature and affine (None for histograms).
     """
     arrays, grid, affine = [], None, None
     for row in scans.itertuples():
@@ -121,7 +121,7 @@ def load_design(scans: pd.DataFrame, input_kind: str):
             if path.exists():
                 image = nib.load(str(path))
                 grid, affine = grid_signature(image), image.affine
-        arrays.append(load_inputs(features, input_kind, grid))
+        arrays.append(load_inputs(features, input_kind, grid, scaling))
     return np.stack(arrays), grid, affine
 
 
@@ -154,7 +154,8 @@ def preprocessing_of(scans: pd.DataFrame) -> dict:
     return found
 
 
-def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kind: str):
+def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kind: str,
+                         scaling: str = "none"):  # fmt:skip
     """Copy − original inputs for every usable copy whose source is a training scan (its
     first scan), with the source participants; None when no copy qualifies.
     """
@@ -163,7 +164,7 @@ def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kin
     usable = usable[usable["source_participant"].isin(first)].reset_index(drop=True)
     if usable.empty:
         return None
-    copies_X, _, _ = load_design(usable, input_kind)
+    copies_X, _, _ = load_design(usable, input_kind, scaling)
     if copies_X.shape[1:] != X.shape[1:]:
         raise TrainingError(f"the nuisance copies' inputs {copies_X.shape[1:]} are unlike the "
                             f"training scans' {X.shape[1:]}")  # fmt:skip
@@ -201,7 +202,8 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
     if cls.role == "explainer":
         return _train_unoise(run, scans, card, template)
 
-    X, grid, affine = load_design(scans, cls.input)
+    scaling = settings.tissue_scaling if cls.input == "tissue" else None
+    X, grid, affine = load_design(scans, cls.input, scaling or "none")
     overrides = {"epochs": settings.max_epochs} if settings.max_epochs else {}
     model = make_estimator(kind, affine=affine, settings=overrides, threads=run.threads,
                            random_state=seed)  # fmt:skip
@@ -214,7 +216,7 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
             "mask_threshold"])  # fmt:skip
     nuisance = None
     if run.nuisance is not None and getattr(cls, "learns_nuisance", False):
-        nuisance = nuisance_differences(run.nuisance, scans, X, cls.input)
+        nuisance = nuisance_differences(run.nuisance, scans, X, cls.input, scaling or "none")
         if nuisance is not None:
             card["nuisance_training"] = {
                 "method": "external parameter orthogonalisation: the leading directions of "
@@ -235,7 +237,7 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
     estimator = clone(model).fit(X, y, **({"nuisance": nuisance[0]} if nuisance else {}))
     if nuisance:
         card["nuisance_training"]["components"] = estimator.nuisance_components_
-    card["contract"] = contract_for(template, kind, grid,
+    card["contract"] = contract_for(template, kind, grid, tissue_scaling=scaling,
                                     **preprocessing_of(scans))  # fmt:skip
     if hasattr(estimator, "curve_"):
         card["selection_curve"] = {str(k): v for k, v in estimator.curve_.items()}
@@ -333,7 +335,8 @@ def _train_unoise(run: TrainingRun, scans, card, template) -> Path:
     except BundleError as err:
         raise TrainingError(str(err)) from None
     (input_kind,) = explained.inputs_needed()
-    X, grid, affine = load_design(scans, input_kind)
+    scaling = explained.card["contract"].get("tissue_scaling")  # read as the explained model does
+    X, grid, affine = load_design(scans, input_kind, scaling or "none")
     y = scans["age"].to_numpy(float)
     order = np.random.default_rng(card["seed"]).permutation(len(y))
     held = max(2, round(VALIDATION_FRACTION * len(y)))
@@ -363,7 +366,7 @@ def _train_unoise(run: TrainingRun, scans, card, template) -> Path:
     card["history"] = model.history_
     card["params"] = model.state()[1]
     card["contract"] = contract_for(template, "unoise", grid, input_kind,
-                                    **preprocessing_of(scans))  # fmt:skip
+                                    tissue_scaling=scaling, **preprocessing_of(scans))  # fmt:skip
     card["version"] = __version__
     brain = X[validation].sum(axis=1) > model.params_["mask_threshold"]
     mean_importance = model.importance(X[validation], brain).mean(axis=0)

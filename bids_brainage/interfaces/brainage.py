@@ -45,7 +45,7 @@ class PredictBrainAge(SimpleInterface):
 
         modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
         features = ScanFeatures(histogram=self.inputs.histogram,
-                                tissue={t: modulated[t] for t in ("GM", "WM")},
+                                tissue={t: modulated[t] for t in ("CSF", "GM", "WM")},
                                 t1w=self.inputs.v2_tpl)  # fmt:skip
         bundles = [load_bundle(path, template=self.inputs.template, threads=self.inputs.threads)
                    for path in self.inputs.bundles]  # fmt:skip
@@ -67,7 +67,7 @@ def _scan_and_bundle(inputs, v2_tpl=None):
     from ..models.inputs import ScanFeatures
 
     modulated = dict(zip(("CSF", "GM", "WM"), inputs.modulated, strict=True))
-    features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("GM", "WM")},
+    features = ScanFeatures(histogram=None, tissue={t: modulated[t] for t in ("CSF", "GM", "WM")},
                             t1w=v2_tpl)  # fmt:skip
     bundle = load_bundle(inputs.bundle, template=inputs.template, threads=inputs.threads)
     return features, bundle
@@ -147,11 +147,10 @@ class OcclusionImportance(SimpleInterface):
         import nibabel as nib
 
         from ..models.importance import occlusion_map
-        from ..models.inputs import load_inputs
 
         features, bundle = _scan_and_bundle(self.inputs, self.inputs.v2_tpl)
         kind = bundle.estimator.input
-        volume = load_inputs(features, kind, bundle.card["contract"].get("grid"))
+        volume = bundle.load_inputs(features, kind)
         mask = np.asarray(nib.load(self.inputs.template["brain_mask"]).dataobj) > 0
         importance, _ = occlusion_map(
             volume, lambda batch: bundle.predict_inputs({kind: batch}), mask,

@@ -117,8 +117,7 @@ class Bundle:
     def predict_importance(self, features: ScanFeatures, brain: np.ndarray) -> np.ndarray:
         """U-noise importance map (1 - tolerated noise) of one scan (importance kinds only)."""
         (kind,) = self.inputs_needed()
-        grid = self.card["contract"].get("grid")
-        return self.estimator.importance(load_inputs(features, kind, grid)[None], brain)[0]
+        return self.estimator.importance(self.load_inputs(features, kind)[None], brain)[0]
 
     def predict_inputs(self, inputs: dict[str, np.ndarray]) -> np.ndarray:
         """Predicted ages from stacked inputs keyed by input kind (histogram/tissue/t1w)."""
@@ -148,12 +147,18 @@ class Bundle:
 
     def predict_local(self, features: ScanFeatures) -> np.ndarray:
         """The local brain-age map of one scan on the template grid (local kinds only)."""
-        grid = self.card["contract"].get("grid")
-        return self.estimator.predict_maps(load_inputs(features, "tissue", grid)[None])[0]
+        return self.estimator.predict_maps(self.load_inputs(features, "tissue")[None])[0]
+
+    def load_inputs(self, features: ScanFeatures, kind: str) -> np.ndarray:
+        """One scan's input of ``kind`` as this bundle's contract reads it (grid, scaling)."""
+        contract = self.card["contract"]
+        return load_inputs(features, kind, contract.get("grid"),
+                           contract.get("tissue_scaling", "none"))  # fmt:skip
 
     def predict_scan(self, features: ScanFeatures) -> float:
-        grid = self.card["contract"].get("grid")
-        inputs = {kind: load_inputs(features, kind, grid)[None] for kind in self.inputs_needed()}
+        if self.members:  # each member reads the inputs its own contract names
+            return float(np.mean([m.predict_scan(features) for m in self.members]))
+        inputs = {kind: self.load_inputs(features, kind)[None] for kind in self.inputs_needed()}
         return float(self.predict_inputs(inputs)[0])
 
 
@@ -314,8 +319,8 @@ def _input_of(kind: str) -> str:
 
 
 def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None,
-                 brain_extraction: str | None = None,
-                 field_of_view: str | None = None) -> dict:  # fmt:skip
+                 brain_extraction: str | None = None, field_of_view: str | None = None,
+                 tissue_scaling: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or _input_of(kind)}  # fmt:skip
@@ -323,6 +328,8 @@ def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str |
         contract["brain_extraction"] = brain_extraction
     if field_of_view is not None:
         contract["field_of_view"] = field_of_view
+    if tissue_scaling is not None:
+        contract["tissue_scaling"] = tissue_scaling
     if grid is not None:
         contract["grid"] = grid
     return contract

@@ -19,6 +19,10 @@ from ..preprocessing.conform import WORKING_VOXEL_MM
 
 INPUT_KINDS = ("histogram", "tissue", "t1w")
 TISSUE_INPUTS = ("GM", "WM")
+# "tiv": the GM/WM maps scaled to a head of REFERENCE_TIV_ML, so that features do not depend on
+# head size nor on a linear alignment of the input to a template (which rescales the brain)
+TISSUE_SCALINGS = ("none", "tiv")
+REFERENCE_TIV_ML = 1500.0
 LOGGER = logging.getLogger("bids_brainage")
 NORMALISATION = "v2"  # GM peak at 0.5, WM peak at 0.8 (seed 000)
 HISTOGRAM_BINS = 200
@@ -33,11 +37,12 @@ class ScanFeatures:
     """Paths of one scan's model inputs (template-space maps and the histogram table)."""
 
     histogram: Path
-    tissue: dict[str, Path] = field(default_factory=dict)  # GM/WM modulated probseg
+    tissue: dict[str, Path] = field(default_factory=dict)  # GM/WM (and CSF) modulated probseg
     t1w: Path | None = None  # v2-normalised brain on the template grid
 
     def missing(self, kind: str) -> list[Path]:
-        paths = {"histogram": [self.histogram], "tissue": list(self.tissue.values()),
+        paths = {"histogram": [self.histogram],
+                 "tissue": [self.tissue.get(t) for t in TISSUE_INPUTS],
                  "t1w": [self.t1w]}[kind]  # fmt:skip
         return [p for p in paths if p is None or not Path(p).exists()]
 
@@ -68,15 +73,44 @@ def read_map(path: Path, grid: dict | None = None) -> np.ndarray:
     return np.asarray(image.dataobj, dtype=np.float32)
 
 
-def load_inputs(features: ScanFeatures, kind: str, grid: dict | None = None) -> np.ndarray:
-    """One scan's model input: the histogram vector, the (GM, WM) stack, or the T1w volume."""
+def total_intracranial_ml(features: ScanFeatures, grid: dict | None = None) -> float:
+    """TIV from the CSF, GM and WM modulated maps: Jacobian modulation keeps native volumes, so
+    their sum is the native segmentation's TIV (to 0.1 ml on IXI scans).
+    """
+    if "CSF" not in features.tissue:
+        raise ContractError(f"{features.tissue.get('GM')}: the CSF modulated map is needed to "
+                            "scale by total intracranial volume")  # fmt:skip
+    total = 0.0
+    for label in ("CSF", *TISSUE_INPUTS):
+        path = features.tissue[label]
+        if not Path(path).exists():
+            raise ContractError(f"{path}: model input missing")
+        voxel_ml = float(np.prod(nib.load(str(path)).header.get_zooms()[:3])) / 1000
+        total += float(read_map(path, grid).sum(dtype=np.float64)) * voxel_ml
+    if not np.isfinite(total) or total <= 0:
+        raise ContractError(f"{features.tissue['GM']}: total intracranial volume {total:.1f} ml "
+                            "is not positive")  # fmt:skip
+    return total
+
+
+def load_inputs(features: ScanFeatures, kind: str, grid: dict | None = None,
+                scaling: str = "none") -> np.ndarray:  # fmt:skip
+    """One scan's model input: the histogram vector, the (GM, WM) stack (scaled by TIV with
+    ``scaling="tiv"``), or the T1w volume.
+    """
     missing = features.missing(kind)
     if missing:
         raise ContractError(f"{missing[0]}: model input missing")
     if kind == "histogram":
         return read_histogram(features.histogram)
     if kind == "tissue":
-        return np.stack([read_map(features.tissue[t], grid) for t in TISSUE_INPUTS])
+        maps = np.stack([read_map(features.tissue[t], grid) for t in TISSUE_INPUTS])
+        if scaling == "tiv":
+            maps *= np.float32(REFERENCE_TIV_ML / total_intracranial_ml(features, grid))
+        elif scaling != "none":
+            raise ContractError(f"unknown tissue scaling {scaling!r}; known: "
+                                f"{', '.join(TISSUE_SCALINGS)}")  # fmt:skip
+        return maps
     if kind == "t1w":
         return read_map(features.t1w, grid)[None]
     raise ValueError(f"unknown input kind {kind!r}; known: {', '.join(INPUT_KINDS)}")

@@ -97,6 +97,11 @@ def model_card_markdown(card: dict) -> str:
             if card["contract"].get("working_voxel_mm")
             else ""
         )
+        + (
+            ", GM/WM maps scaled to one total intracranial volume"
+            if card["contract"].get("tissue_scaling") == "tiv"
+            else ""
+        )
         + ".",
         "",
         "## Training data",

@@ -160,10 +160,10 @@ class ScanDerivatives:
 
     def model_inputs(self) -> dict:
         """What a model reads (``models.inputs.ScanFeatures`` fields): the v2 histogram, the
-        GM and WM modulated maps and the v2 brain on the template grid.
+        GM and WM modulated maps (CSF too: their sum is TIV) and the v2 brain on the template grid.
         """
         return {"histogram": self.histogram,
-                "tissue": {label: self.tissue_map(label) for label in ("GM", "WM")},
+                "tissue": {label: self.tissue_map(label) for label in ("GM", "WM", "CSF")},
                 "t1w": self.template_t1w("normv2")}  # fmt:skip
 
     def brainage_map(self, desc: str) -> Path:

@@ -1,6 +1,6 @@
 """Synthetic participant-level derivatives with a planted age signal, for model tests.
 
-Writing the features directly (template-space GM/WM maps, v2 T1w, histogram, QC JSON) skips
+Writing the features directly (template-space GM/WM/CSF maps, v2 T1w, histogram, QC JSON) skips
 preprocessing, so every model kind can be trained in seconds. The brains come from
 ``anatomy.age_brain`` on a coarse grid: cortical thinning, ventricles and hippocampal loss grow
 with age, so age is recoverable; each site adds its own v2 intensity offset and noise.
@@ -55,6 +55,9 @@ def make_feature_derivatives(
         inside = anatomy.brain > 0.5
         gm = np.clip(brain.gm + rng.normal(0, 0.02, brain.gm.shape) * inside, 0, None)
         wm = np.clip(brain.wm + rng.normal(0, 0.02, brain.gm.shape) * inside, 0, None)
+        # CSF noise from its own stream: the other maps stay those the tests were tuned on
+        csf_noise = np.random.default_rng([seed, index]).normal(0, 0.02, brain.gm.shape)
+        csf = np.clip(brain.csf + csf_noise * inside, 0, None)
         v2 = (V2_LEVELS["csf"] * brain.csf + V2_LEVELS["gm"] * brain.gm
               + V2_LEVELS["wm"] * brain.wm + SITE_OFFSETS.get(site, 0.0)
               + rng.normal(0, 0.03, brain.gm.shape))  # fmt:skip
@@ -65,6 +68,7 @@ def make_feature_derivatives(
         files = {
             "GM": ({**tpl, "label": "GM", "desc": "modulated", "suffix": "probseg"}, gm),
             "WM": ({**tpl, "label": "WM", "desc": "modulated", "suffix": "probseg"}, wm),
+            "CSF": ({**tpl, "label": "CSF", "desc": "modulated", "suffix": "probseg"}, csf),
             "t1w": ({**tpl, "desc": "normv2", "suffix": "T1w"}, v2),
         }
         for entities, data in files.values():

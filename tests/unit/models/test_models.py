@@ -134,6 +134,7 @@ def test_training_command_writes_bundle_card_predictions_and_figures(trained, fe
     bundle = models / "syn-tissue-linear"
     card = json.loads((bundle / "model.json").read_text())
     assert card["kind"] == "tissue-linear" and card["format"] == "bids_brainage-bundle"
+    assert card["contract"]["tissue_scaling"] == "tiv"  # the default for tissue-map kinds
     assert set(card["cross_validation"]) == {"random", "site"}
     assert card["training_data"]["n_scans"] == 40
     for split in ("random", "site"):

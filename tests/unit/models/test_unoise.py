@@ -68,7 +68,7 @@ def test_unoise_kind_trains_through_the_command_and_round_trips(feature_dataset,
 
     from bids_brainage.cli.run import main
     from bids_brainage.models.bundle import load_bundle
-    from bids_brainage.models.inputs import ScanFeatures, load_inputs
+    from bids_brainage.models.inputs import ScanFeatures
     from bids_brainage.utils.derivatives import ScanDerivatives
 
     out, work = feature_dataset["derivatives"], str(tmp_path / "work")
@@ -100,9 +100,9 @@ def test_unoise_kind_trains_through_the_command_and_round_trips(feature_dataset,
     np.testing.assert_array_equal(first, second)
     assert first.shape == grid and 0 <= first.min() and first.max() <= 1
     # importance is 1 - the tolerated-noise mask, and tells voxels apart
-    mask = load_bundle(folder).estimator.predict_maps(
-        load_inputs(features, "tissue", card["contract"]["grid"])[None]
-    )
+    bundle = load_bundle(folder)  # reads the inputs as the explained model does (scaled by TIV)
+    assert card["contract"]["tissue_scaling"] == "tiv"
+    mask = bundle.estimator.predict_maps(bundle.load_inputs(features, "tissue")[None])
     np.testing.assert_allclose(first, 1 - mask[0], atol=1e-6)
     assert first.std() > 1e-3
     code = main([bids, str(out), "group", "--train-model", "bad", "--model-kind", "unoise",
