@@ -2,9 +2,7 @@
 
 Copies of two real scans that differ only in voxel size (1 mm), storage orientation or data
 type must give the default model's predicted age within 4 years (median within 1.5) and GM,
-WM and CSF volumes within 3 % of the original's (issue 18's targets). Since the default was
-trained on the head grid; the 1 mm copies of these two scans still miss the median
-(KNOWN_MEDIAN_MISSES).
+WM and CSF volumes within 3 % of the original's (issue 18's targets).
 """
 
 from __future__ import annotations
@@ -24,12 +22,6 @@ pytestmark = pytest.mark.integration
 SUBJECTS = {"IXI096": 27.0, "IXI443": 69.0}  # ages rounded; only differences are compared
 CI_TRANSFORMS = ("up1mm", "ras", "float32")
 MAX_DELTA_AGE, MEDIAN_DELTA_AGE, MAX_VOLUME_PCT = 4.0, 1.5, 3.0
-# Targets the shipped default is known to miss here (issue 18 stays open for them); the
-# maximum and the volumes are still enforced for these transforms.
-KNOWN_MEDIAN_MISSES = {
-    "up1mm": "the plain head-grid ridge moves IXI096 and IXI443 by 2.36 and 1.09 y at 1 mm "
-             "(the benchmark's three scans: median 0.46 y); median target 1.5 y not met",
-}
 
 
 def _copies(ixi_dir, root, transforms, *options):
@@ -101,6 +93,4 @@ def test_nuisance_copies_keep_age_and_volumes(copies_run, transform):
     assert code == 0
     deltas = _deltas(out, transform)
     assert max(deltas) <= MAX_DELTA_AGE, deltas
-    if transform in KNOWN_MEDIAN_MISSES and np.median(deltas) > MEDIAN_DELTA_AGE:
-        pytest.xfail(f"{KNOWN_MEDIAN_MISSES[transform]} (deltas {np.round(deltas, 2)})")
     assert np.median(deltas) <= MEDIAN_DELTA_AGE, deltas
