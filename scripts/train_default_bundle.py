@@ -22,6 +22,8 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import pandas as pd
+
 from bids_brainage.cli.run import main
 from bids_brainage.config import ModelSettings, Seeds
 from bids_brainage.group.collect import (
@@ -39,8 +41,6 @@ DEMO_SOURCES = ROOT / "bids_brainage" / "data" / "demo" / "sources.tsv"
 
 def training_participants() -> list[str]:
     """Every IXI participant but the demo's sources (the demo must be out of sample)."""
-    import pandas as pd
-
     held_out = set(pd.read_csv(DEMO_SOURCES, sep="\t")["source"])
     table = pd.read_csv(DATA / "participants.tsv", sep="\t")
     return [p for p in table["participant_id"] if p not in held_out]
@@ -82,8 +82,9 @@ def parse():
     parser.add_argument("--unoise", action="store_true",
                         help="train the U-noise model of the default bundle")  # fmt:skip
     parser.add_argument("--nuisance", nargs=2, type=Path, metavar=("BIDS", "DERIVATIVES"),
+                        action="append",
                         help="nuisance copies of training scans (scripts/nuisance_copies.py) "
-                             "and their participant outputs")  # fmt:skip
+                             "and their participant outputs; may be repeated")  # fmt:skip
     parser.add_argument("--install", action="store_true",
                         help="copy the best bundle into the package as 'default'")  # fmt:skip
     return parser.parse_args()
@@ -94,7 +95,8 @@ def train_all():
     out, work = opts.derivatives, opts.work
     if not opts.skip_participant:
         run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs)
-    nuisance = nuisance_copies_table(*opts.nuisance) if opts.nuisance else None
+    nuisance = (pd.concat([nuisance_copies_table(*pair) for pair in opts.nuisance],
+                          ignore_index=True) if opts.nuisance else None)  # fmt:skip
     train = partial(train_bundle, out, training_participants(), int(opts.nprocs), nuisance)
     bundles = {f"ixi-{kind}": train(f"ixi-{kind}", kind) for kind in (*CLASSICAL, *opts.cnn)}
     best_two = sorted(bundles, key=lambda n: cv_mae(bundles[n]))[:2]

@@ -39,6 +39,7 @@ from ..models.training import (
     LEARNING_FRACTIONS,
     NETWORK_LEARNING_FRACTIONS,
     cross_validate,
+    fold_nuisance,
     oof_table,
     summarise_split,
 )
@@ -47,6 +48,13 @@ from ..reports.model_card import model_card_markdown, model_figures
 
 LOGGER = logging.getLogger("bids_brainage")
 MIN_TRAINING_SCANS = 10
+NUISANCE_METHODS = {
+    "augment": "augmentation: nuisance copies of training scans are trained on with their "
+               "source's age (never scored; in cross-validation only the copies of each fold's "
+               "own training participants)",
+    "project": "external parameter orthogonalisation: the leading directions of copy − "
+               "original differences are projected out before the fit",
+}  # fmt:skip
 VALIDATION_FRACTION = 0.15  # U-noise's held-out scans (seed 003: 10 % validation)
 
 
@@ -219,11 +227,11 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
         nuisance = nuisance_differences(run.nuisance, scans, X, cls.input, scaling or "none")
         if nuisance is not None:
             card["nuisance_training"] = {
-                "method": "external parameter orthogonalisation: the leading directions of "
-                          "copy − original differences are projected out before the fit",
+                "method": NUISANCE_METHODS[model.nuisance_use],
                 "copies": int(len(nuisance[1])),
-                "source_participants": sorted(set(nuisance[1])),
-                "energy": model.nuisance_energy}  # fmt:skip
+                "source_participants": sorted(set(nuisance[1]))}  # fmt:skip
+            if model.nuisance_use == "project":
+                card["nuisance_training"]["energy"] = model.nuisance_energy
     results = {}
     for split in splits:
         results[split] = cross_validate(
@@ -234,8 +242,9 @@ def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:
         LOGGER.warning("%s split: MAE %.2f ± %.2f years over %d folds", split,
                        results[split]["metrics"]["mae"]["mean"],
                        results[split]["metrics"]["mae"]["sd"], results[split]["folds"])  # fmt:skip
-    estimator = clone(model).fit(X, y, **({"nuisance": nuisance[0]} if nuisance else {}))
-    if nuisance:
+    estimator = clone(model).fit(X, y, **fold_nuisance(nuisance, participants,
+                                                        np.arange(len(X))))  # fmt:skip
+    if nuisance and model.nuisance_use == "project":
         card["nuisance_training"]["components"] = estimator.nuisance_components_
     card["contract"] = contract_for(template, kind, grid, tissue_scaling=scaling,
                                     **preprocessing_of(scans))  # fmt:skip

@@ -18,6 +18,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 7))
 TISSUE_FACTORS = (2, 3, 4, 6, 8)  # of the 2 mm grid: 4 to 16 mm voxels
+# what tissue-linear does with nuisance copies of training scans: train on them with their
+# source's age, or project their main directions out of the features
+NUISANCE_USES = ("augment", "project")
+COPY_SHIFT_LIMIT = 4.0  # years: issue 18's largest allowed change of age between copies
 INNER_FOLDS = 5
 
 
@@ -177,24 +181,39 @@ def block_average(maps: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=tuple(range(maps.ndim - 3 + 1, blocks.ndim, 2)))
 
 
-def choose_factor(X, y, factors, seed: int, inner_fit):
+def choose_factor(X, y, factors, seed: int, inner_fit, held_out_copies=None, shifts=None):
     """Inner-CV MAE of each block-averaging factor (seed 000's over/under-fitting curve).
 
-    ``inner_fit(small, ages, factor)`` fits on block-averaged maps and returns a predictor of
-    held-out block-averaged maps. Returns the curve, the block averages of every factor
-    (computed once per scan, then sliced for each fold) and the best factor.
+    ``inner_fit(small, ages, factor, rows)`` fits on block-averaged maps (``rows``: their
+    indices in X) and returns a predictor of held-out block-averaged maps. Returns the curve,
+    the block averages of every factor (computed once per scan, then sliced for each fold) and
+    the best factor. ``held_out_copies(small, factor, test)``, when given, returns the
+    block-averaged nuisance copies of the held-out rows, their ages and their sources' rows:
+    their errors count in the curve too, the largest |copy − source| prediction of each factor
+    is put in ``shifts``, and the best factor is the most accurate of those whose copies all
+    stay within ``COPY_SHIFT_LIMIT`` years of their source (issue 18's maximum), if any does.
     """
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
     inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
-    curve, designs = {}, {}
+    curve, designs, largest = {}, {}, {}
     for factor in factors:
         small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
-        errors = []
+        errors, moved = [], [0.0]
         for train, test in inner.split(small):
-            predict = inner_fit(small[train], y[train], factor)
+            predict = inner_fit(small[train], y[train], factor, train)
             errors.append(np.abs(predict(small[test]) - y[test]))
+            if held_out_copies is not None:
+                copies, ages, sources = held_out_copies(small, factor, test)
+                if len(copies):
+                    predicted = predict(copies)
+                    errors.append(np.abs(predicted - ages))
+                    moved.append(float(np.max(np.abs(predicted - predict(sources)))))
         curve[factor] = float(np.mean(np.concatenate(errors)))
-    return curve, designs, min(curve, key=curve.get)
+        largest[factor] = max(moved)
+    if shifts is not None:
+        shifts.update(largest)
+    steady = [f for f in factors if largest[f] <= COPY_SHIFT_LIMIT] or list(factors)
+    return curve, designs, min(steady, key=curve.get)
 
 
 def nuisance_basis(differences: np.ndarray, energy: float) -> np.ndarray:
@@ -242,52 +261,85 @@ class TissueLinear(LinearAgeModel):
     input = "tissue"
     differentiable = True
     volume_input = True
-    learns_nuisance = True  # fit(..., nuisance=copy − original maps)
+    learns_nuisance = True  # fit(..., nuisance=copy − original maps, nuisance_rows=sources)
 
-    def __init__(self, factors=TISSUE_FACTORS, nuisance_energy=0.9, random_state=0):
+    def __init__(self, factors=TISSUE_FACTORS, nuisance_energy=0.9, nuisance_use="augment",
+                 random_state=0):  # fmt:skip
         self.factors = factors
         self.nuisance_energy = nuisance_energy
+        self.nuisance_use = nuisance_use
         self.random_state = random_state
 
     def _design(self, X):
         return _blocks(X, self.factor_)[:, self.voxels_].astype(np.float64)
 
-    def _fit_small(self, small, y, factor, volumes=True, nuisance=None):
+    def _fit_small(self, small, y, factor, volumes=True, nuisance=None, rows=None):
         """Fit on block-averaged maps (n, voxels); keep the voxels inside the brains.
-        ``nuisance``: the nuisance differences block-averaged the same way.
+        ``nuisance``: the nuisance differences block-averaged the same way, ``rows``: the row
+        of ``small`` each was copied from.
         """
         self.factor_ = factor
         self.voxels_ = _in_brain(small, volumes)
+        design = small[:, self.voxels_].astype(np.float64)
+        self.augmented_ = 0
+        if nuisance is not None and self.nuisance_use == "augment":
+            # block averaging is linear: the copies' design is the source's plus the difference
+            copies = design[rows] + nuisance[:, self.voxels_]
+            design, y = np.concatenate([design, copies]), np.concatenate([y, y[rows]])
+            self.augmented_ = len(rows)
+            return self._fit_design(design, y)
         if nuisance is not None:
             nuisance = nuisance[:, self.voxels_].astype(np.float64)
-        return self._fit_design(small[:, self.voxels_].astype(np.float64), y, nuisance,
-                                self.nuisance_energy)  # fmt:skip
+        return self._fit_design(design, y, nuisance, self.nuisance_energy)
 
-    def fit(self, X, y, nuisance=None):
-        """``nuisance``: optional copy − original maps of training scans (same layout as X)
-        whose main directions the model is made blind to (``nuisance_energy`` of them).
+    def fit(self, X, y, nuisance=None, nuisance_rows=None):
+        """``nuisance``: optional copy − original maps of training scans (same layout as X),
+        ``nuisance_rows``: the row of X each copy was made from. With ``nuisance_use="augment"``
+        the copies join the training set with their source's age, and the block size is chosen
+        by the inner-CV error on held-out scans and their copies; with ``"project"`` the model
+        is made blind to their main directions (``nuisance_energy`` of them).
         """
         X, y = _check_fit(self, X, y)
+        if self.nuisance_use not in NUISANCE_USES:
+            raise ValueError(f"nuisance_use {self.nuisance_use!r}; known: {NUISANCE_USES}")
         small_nuisance = dict.fromkeys(self.factors)
+        rows = None
         if nuisance is not None:
             nuisance = np.asarray(nuisance, np.float32)
             if nuisance.shape[1:] != X.shape[1:]:
                 raise ValueError(f"nuisance maps {nuisance.shape[1:]} unlike X {X.shape[1:]}")
+            if self.nuisance_use == "augment":
+                if nuisance_rows is None or len(nuisance_rows) != len(nuisance):
+                    raise ValueError("augmenting with nuisance copies needs the row of X each "
+                                     "was made from (nuisance_rows)")  # fmt:skip
+                rows = np.asarray(nuisance_rows, int)
             # block averages once per factor, not once per inner fold
             small_nuisance = {f: _blocks(nuisance, f) for f in (self.factors if X.ndim > 2
                                                                else (1,))}  # fmt:skip
         if X.ndim == 2:
             self.curve_ = {}
-            return self._fit_small(X, y, 1, volumes=False, nuisance=small_nuisance.get(1))
+            return self._fit_small(X, y, 1, volumes=False, nuisance=small_nuisance.get(1),
+                                   rows=rows)  # fmt:skip
 
-        def inner_fit(small, ages, factor):
-            model = TissueLinear((factor,), self.nuisance_energy)._fit_small(
-                small, ages, factor, nuisance=small_nuisance[factor])  # fmt:skip
+        def inner_fit(small, ages, factor, train):
+            inner, inner_rows = small_nuisance[factor], None
+            if inner is not None and rows is not None:  # copies of inner-training scans only
+                keep = np.isin(rows, train)
+                inner, inner_rows = inner[keep], np.searchsorted(train, rows[keep])
+            model = TissueLinear((factor,), self.nuisance_energy, self.nuisance_use)._fit_small(
+                small, ages, factor, nuisance=inner, rows=inner_rows)  # fmt:skip
             return lambda test: model._predict_design(test[:, model.voxels_])
 
-        self.curve_, designs, best = choose_factor(X, y, self.factors, self.random_state,
-                                                   inner_fit)  # fmt:skip
-        return self._fit_small(designs[best], y, best, nuisance=small_nuisance[best])
+        def held_out_copies(small, factor, test):
+            keep = np.isin(rows, test)
+            sources = small[rows[keep]]
+            return sources + small_nuisance[factor][keep], y[rows[keep]], sources
+
+        self.copy_shift_ = {}
+        self.curve_, designs, best = choose_factor(
+            X, y, self.factors, self.random_state, inner_fit,
+            held_out_copies if rows is not None else None, self.copy_shift_)  # fmt:skip
+        return self._fit_small(designs[best], y, best, nuisance=small_nuisance[best], rows=rows)
 
     def predict(self, X):
         check_is_fitted(self)
@@ -309,6 +361,9 @@ class TissueLinear(LinearAgeModel):
             factor=self.factor_,
             curve={str(k): v for k, v in self.curve_.items()},
             nuisance_components=int(getattr(self, "nuisance_components_", 0)),
+            nuisance_use=self.nuisance_use,
+            augmented_copies=int(getattr(self, "augmented_", 0)),
+            copy_shift={str(k): v for k, v in getattr(self, "copy_shift_", {}).items()},
         )
         return arrays, params
 
@@ -318,5 +373,7 @@ class TissueLinear(LinearAgeModel):
         model.voxels_, model.factor_ = arrays["voxels"], int(params["factor"])
         model.curve_ = {int(k): v for k, v in params.get("curve", {}).items()}
         model.nuisance_components_ = int(params.get("nuisance_components", 0))
+        model.nuisance_use = params.get("nuisance_use", "project")
+        model.augmented_ = int(params.get("augmented_copies", 0))
         model.n_features_in_ = 2  # GM and WM channels
         return model

@@ -107,7 +107,7 @@ class TissueGPR(RegressorMixin, BaseEstimator):
             return self._fit_small(X, y, 1, volumes=False)
         seed = self.random_state
 
-        def inner_fit(small, ages, factor):
+        def inner_fit(small, ages, factor, _rows):
             model = TissueGPR((factor,), random_state=seed)
             return model._fit_small(small, ages, factor)._predict_small
 

@@ -106,12 +106,17 @@ def cross_validate(
 
 
 def fold_nuisance(nuisance, participants, train) -> dict:
-    """The ``fit`` keyword of the nuisance differences whose source is in ``train``."""
+    """The ``fit`` keywords of the nuisance differences whose source is in ``train``: the
+    differences, and the row of ``X[train]`` each was made from (the source's first scan).
+    """
     if nuisance is None:
         return {}
     differences, sources = nuisance
-    keep = np.isin(np.asarray(sources), np.asarray(participants)[train])
-    return {"nuisance": differences[keep]}
+    training = np.asarray(participants)[train]
+    keep = np.isin(np.asarray(sources), training)
+    first = {pid: i for i, pid in reversed(list(enumerate(training)))}
+    rows = np.array([first[s] for s in np.asarray(sources)[keep]], dtype=int)
+    return {"nuisance": differences[keep], "nuisance_rows": rows}
 
 
 def summarise_split(y, predicted, fold_of, split: str) -> dict:
