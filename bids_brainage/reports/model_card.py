@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..models.classical import COPY_SHIFT_LIMIT  # noqa: E402
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
 from ..utils.io import atomic_path  # noqa: E402
 
@@ -143,6 +144,22 @@ def model_card_markdown(card: dict) -> str:
                 )
             ),
         ]
+    nuisance = card.get("nuisance_training")
+    if nuisance:
+        params = card.get("params", {})
+        voxel_mm = float(card["contract"].get("working_voxel_mm", 2.0))
+        lines += ["", "## Nuisance copies in training", "",
+                  f"- {nuisance['copies']} copies of "
+                  f"{len(nuisance['source_participants'])} training participants, each the "
+                  "same scan stored or acquired another way; method: "
+                  f"{nuisance['method']}."]  # fmt:skip
+        if params.get("copy_shift"):
+            lines.append("- Block size: the most accurate in inner CV (held-out scans and their "
+                         "copies) of those whose held-out copies all stay within "
+                         f"{COPY_SHIFT_LIMIT:g} y of their source. Largest change by block "
+                         "size: " + ", ".join(
+                             f"{voxel_mm * int(k):g} mm {v:.2f} y" for k, v in
+                             params["copy_shift"].items()))  # fmt:skip
     local = card.get("local_cross_validation")
     if local:
         lines += [
