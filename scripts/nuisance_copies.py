@@ -1,9 +1,11 @@
 """Nuisance copies of real IXI training scans, for invariance-aware training (issue 18).
 
     .venv/bin/python scripts/nuisance_copies.py BIDS_OUT --derivatives DIR [--sources 10]
-        [--transforms xthick xcoarse ...]
+        [--transforms xthick xcoarse ...] [--phase 0.5]
 
-Picks N training participants spread over the age range (never the demo's sources nor the
+Picks N training participants spread over the age range (the one at ``--phase`` of each of N
+equal strata of the sorted ages: 0.5 the middle, 0.0 its first; another phase gives other
+participants) (never the demo's sources nor the
 scans of the invariance benchmark and its CI subset), writes a BIDS dataset of their copies
 under ``TRAINING_TRANSFORMS`` (other parameters than the benchmark's) plus, once the original's
 brain mask exists in DIR, a skull-stripped copy (``xstrip``) and that brain affinely aligned to
@@ -35,13 +37,13 @@ MASKED = ("xstrip", "xmnistrip")  # made from the original and its brain mask
 BENCHMARK_SCANS = {"sub-IXI202", "sub-IXI601", "sub-IXI544", "sub-IXI096", "sub-IXI443"}
 
 
-def pick_sources(n: int) -> pd.DataFrame:
+def pick_sources(n: int, phase: float = 0.5) -> pd.DataFrame:
     table = pd.read_csv(DATA / "participants.tsv", sep="\t", na_values="n/a").dropna(
         subset=["age"])  # fmt:skip
     held = set(pd.read_csv(DEMO_SOURCES, sep="\t")["source"]) | BENCHMARK_SCANS
     table = table[~table["participant_id"].isin(held)].sort_values("age")
     step = len(table) / n
-    return table.iloc[[int(step * (i + 0.5)) for i in range(n)]]
+    return table.iloc[[int(step * (i + phase)) for i in range(n)]]
 
 
 def write_copies(sources: pd.DataFrame, bids: Path, derivatives: Path | None,
@@ -86,11 +88,13 @@ def main() -> None:
     parser.add_argument("bids", type=Path)
     parser.add_argument("--derivatives", type=Path, help="participant outputs of the originals")
     parser.add_argument("--sources", type=int, default=10)
+    parser.add_argument("--phase", type=float, default=0.5,
+                        help="where in each age stratum the source is taken, in [0, 1)")
     parser.add_argument("--transforms", nargs="+", default=[*TRAINING_TRANSFORMS, *MASKED],
                         choices=[*TRAINING_TRANSFORMS, *MASKED])  # fmt:skip
     opts = parser.parse_args()
     opts.bids.mkdir(parents=True, exist_ok=True)
-    sources = pick_sources(opts.sources)
+    sources = pick_sources(opts.sources, opts.phase)
     print("sources:", " ".join(sources["participant_id"]), f"({sources['age'].min():.0f}–"
           f"{sources['age'].max():.0f} y)")  # fmt:skip
     count = write_copies(sources, opts.bids, opts.derivatives, opts.transforms)
