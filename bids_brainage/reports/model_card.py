@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..models.classical import COPY_SHIFT_LIMIT  # noqa: E402
+from ..models.classical import COPY_SHIFT_LIMIT, COPY_SHIFT_PERCENTILE  # noqa: E402
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
 from ..utils.io import atomic_path  # noqa: E402
 
@@ -155,9 +155,9 @@ def model_card_markdown(card: dict) -> str:
                   f"{nuisance['method']}."]  # fmt:skip
         if params.get("copy_shift"):
             lines.append("- Block size: the most accurate in inner CV (held-out scans and their "
-                         "copies) of those whose held-out copies all stay within "
-                         f"{COPY_SHIFT_LIMIT:g} y of their source. Largest change by block "
-                         "size: " + ", ".join(
+                         "copies) of those whose held-out copies stay within "
+                         f"{COPY_SHIFT_LIMIT:g} y of their source ({COPY_SHIFT_PERCENTILE:g}th "
+                         "percentile of the change). That percentile by block size: " + ", ".join(
                              f"{voxel_mm * int(k):g} mm {v:.2f} y" for k, v in
                              params["copy_shift"].items()))  # fmt:skip
     local = card.get("local_cross_validation")

@@ -206,3 +206,25 @@ def test_factor_choice_prefers_factors_whose_copies_stay_within_the_limit():
     jump[2] = 6.0  # now neither stays within the limit: accuracy decides
     _, _, best = choose_factor(maps, y, (1, 2), 0, inner_fit, held_out_copies)
     assert best == 1
+
+
+def test_factor_choice_judges_a_percentile_of_the_copies_not_their_maximum():
+    """One copy out of 20 moving by 10 y does not rule a factor out (a maximum grows with the
+    number of copies); the shift kept is the 95th percentile, worked by hand: sorted changes
+    1 (x19), 10 -> 1 + 0.05 * (10 - 1) = 1.45 y.
+    """
+    y = np.linspace(20, 80, 20)
+    maps = np.tile(y[:, None, None, None, None], (1, 1, 2, 2, 2)).astype(np.float32)
+    jump = np.ones(20)
+    jump[0] = 10.0
+    bias = {1: 0.0, 2: 3.0}
+
+    def inner_fit(small, ages, factor, train):
+        return lambda test: test[:, 0] + bias[factor]
+
+    def held_out_copies(small, factor, test):
+        return small[test] + jump[test][:, None], y[test], small[test]
+
+    shifts = {}
+    _, _, best = choose_factor(maps, y, (1, 2), 0, inner_fit, held_out_copies, shifts)
+    assert shifts[1] == pytest.approx(1.45) and best == 1
