@@ -272,3 +272,24 @@ def test_network_kinds_learn_age_better_than_the_median(feature_dataset, kind):
     mae = np.mean(np.abs(model.predict(X[30:]) - y[30:]))
     baseline = np.mean(np.abs(np.median(y[:30]) - y[30:]))
     assert mae < baseline, (mae, baseline)
+
+
+def test_a_bundle_trained_on_nuisance_copies_states_its_block_size_rule(feature_dataset, tmp_path):
+    """The card of a tissue-linear bundle trained with copies gives the block-size rule and the
+    percentile per block size: copies identical to their sources move by 0 y.
+    """
+    from bids_brainage.config import ModelSettings
+    from bids_brainage.group.collect import collect_scan_table, read_dataset_description
+    from bids_brainage.group.training import TrainingRun, run_training
+
+    table, _ = collect_scan_table(feature_dataset["bids"], feature_dataset["derivatives"])
+    copies = table.iloc[:6].assign(source_participant=table["participant_id"].iloc[:6])
+    run = TrainingRun(ModelSettings(train_model="syn-aug", model_kind="tissue-linear"), tmp_path,
+                      0, 1, copies)  # fmt:skip
+    bundle = run_training(run, table, read_dataset_description(feature_dataset["bids"]))
+    card = json.loads((bundle / "model.json").read_text())
+    assert card["nuisance_training"]["copies"] == 6
+    assert card["params"]["copy_shift"]
+    assert all(v == pytest.approx(0.0, abs=1e-6) for v in card["params"]["copy_shift"].values())
+    text = (bundle / "model_card.md").read_text()
+    assert "Nuisance copies in training" in text and "95th percentile of the change" in text

@@ -83,6 +83,8 @@ def test_folds_learn_only_their_own_training_participants_copies(rng):
     np.testing.assert_array_equal(later["nuisance"], differences[[1, 2, 3]])
     np.testing.assert_array_equal(later["nuisance_rows"], [0, 0, 2])
     assert fold_nuisance(None, participants, train) == {}
+    # a fold with no copy of its training participants trains without copies
+    assert fold_nuisance((differences, sources), participants, np.array([2, 3, 4])) == {}
 
 
 def test_augmentation_trains_on_the_copies_with_their_sources_age(rng):
