@@ -3,10 +3,10 @@
     .venv/bin/python scripts/nuisance_copies.py BIDS_OUT --derivatives DIR [--sources 10]
         [--transforms xthick xcoarse ...] [--phase 0.5]
 
-Picks N training participants spread over the age range (the one at ``--phase`` of each of N
-equal strata of the sorted ages: 0.5 the middle, 0.0 its first; another phase gives other
-participants) (never the demo's sources nor the
-scans of the invariance benchmark and its CI subset), writes a BIDS dataset of their copies
+Picks N training participants spread over the age range, never the demo's sources nor the
+scans of the invariance benchmark and its CI subset: the one at ``--phase`` of each of N equal
+strata of the sorted ages (0.5 its middle, 0.0 its first; another phase gives other
+participants). Writes a BIDS dataset of their copies
 under ``TRAINING_TRANSFORMS`` (other parameters than the benchmark's) plus, once the original's
 brain mask exists in DIR, a skull-stripped copy (``xstrip``) and that brain affinely aligned to
 the MNI template at 1 mm (``xmnistrip``). participants.tsv names each copy's

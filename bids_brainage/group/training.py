@@ -428,7 +428,8 @@ def _write(run: TrainingRun, scans, card, results, *, estimator=None, members=No
     buffer = io.StringIO()
     oof.to_csv(buffer, sep="\t", index=False, na_rep="n/a", float_format="%.4f")
     extras["oof_predictions.tsv"] = buffer.getvalue().encode()
-    if estimator is not None:  # the card reads the fitted parameters (block-size rule)
+    if estimator is not None and "nuisance_training" in card:
+        # its card section reads the fitted block-size rule; save_bundle stores params again
         card["params"] = estimator.state()[1]
     extras["model_card.md"] = model_card_markdown(card).encode()
     target = run.target
