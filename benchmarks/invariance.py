@@ -1,8 +1,9 @@
 """Same brain, same age? Predicted age and tissue volumes on nuisance copies of real IXI scans.
 
-    python benchmarks/invariance.py [--subjects 4] [--transforms up1mm lps ...] [--nprocs 2]
+    python benchmarks/invariance.py [--subjects 4 | --participants sub-IXI080 ...]
+        [--transforms up1mm lps ...] [--nprocs 2] [--keep DIR] [--rescore BUNDLE --keep DIR ...]
 
-For each of the first N IXI participants with an age (spread over the age range), the scan is
+For each of N IXI participants with an age (spread over the age range), or those named, the scan is
 copied under every transform of ``bids_brainage.synthetic.nuisance`` (plus "skull-stripped with
 the app's own mask of the original"), the participant level runs on all copies with the default
 global model, and the change against the original is tabulated: predicted age (years) and
@@ -52,6 +53,15 @@ def pick_subjects(n: int) -> pd.DataFrame:
         subset=["age"]).sort_values("age")  # fmt:skip
     step = max(1, len(table) // n)
     return table.iloc[::step].head(n)
+
+
+def named_subjects(labels: list[str]) -> pd.DataFrame:
+    table = pd.read_csv(IXI_DIR[0] / "participants.tsv", sep="\t", na_values="n/a")
+    table = table.set_index("participant_id")
+    missing = [label for label in labels if label not in table.index]
+    if missing:
+        sys.exit(f"not in {IXI_DIR[0] / 'participants.tsv'}: {', '.join(missing)}")
+    return table.loc[labels].reset_index()
 
 
 def write_dataset(root: Path, rows: list[dict]) -> None:
@@ -207,7 +217,11 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--field-of-view", default="auto", choices=("auto", "head", "stored"),
                         help="passed to the participant level")  # fmt:skip
-    parser.add_argument("--keep", type=Path, help="keep the copies and outputs in this folder")
+    parser.add_argument("--participants", nargs="+", metavar="LABEL",
+                        help="these IXI participants (sub-IXI080 ...) instead of --subjects")
+    parser.add_argument("--keep", type=Path, nargs="+",
+                        help="keep the copies and outputs in this folder (with --rescore: one or "
+                             "more folders of earlier runs, pooled)")
     parser.add_argument("--save", type=Path, help="write the per-scan table as TSV")
     parser.add_argument("--ixi", type=Path, default=IXI, help="the IXI BIDS folder")
     parser.add_argument("--rescore", metavar="BUNDLE",
@@ -217,13 +231,19 @@ def main() -> None:
     IXI_DIR[0] = opts.ixi
     if opts.rescore:
         started = time.perf_counter()
-        records = rescore(opts.keep, opts.rescore)
+        records = pd.concat([rescore(keep, opts.rescore) for keep in opts.keep],
+                            ignore_index=True)
         elapsed = time.perf_counter() - started
         opts.transforms = list(dict.fromkeys(records["transform"]))
         opts.subjects = records["subject"].nunique()
     else:
-        records, elapsed = run(pick_subjects(opts.subjects), opts.transforms, opts.nprocs,
-                               opts.keep, opts.field_of_view)  # fmt:skip
+        if opts.keep and len(opts.keep) > 1:
+            parser.error("--keep takes one folder unless --rescore is given")
+        subjects = (named_subjects(opts.participants) if opts.participants
+                    else pick_subjects(opts.subjects))  # fmt:skip
+        opts.subjects = len(subjects)
+        records, elapsed = run(subjects, opts.transforms, opts.nprocs,
+                               opts.keep[0] if opts.keep else None, opts.field_of_view)
     if opts.save:
         records.to_csv(opts.save, sep="\t", index=False)
     table = summarise(records)
