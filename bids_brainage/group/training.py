@@ -163,18 +163,10 @@ def preprocessing_of(scans: pd.DataFrame) -> dict:
     return found
 
 
-def copy_kind(copy: str, source: str) -> str:
-    """A nuisance copy's kind: its label after its source's (``xstrip`` for sub-IXI015xstrip
-    of sub-IXI015); ``copy`` when its label does not extend the source's.
-    """
-    return copy[len(source) :] if copy.startswith(source) and copy != source else "copy"
-
-
 def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kind: str,
                          scaling: str = "none"):  # fmt:skip
     """Copy − original inputs for every usable copy whose source is a training scan (its
-    first scan), with the source participants and each copy's kind (``copy_kind``); None
-    when no copy qualifies.
+    first scan), with the source participants; None when no copy qualifies.
     """
     first = first_rows(scans["participant_id"])
     usable, _ = select_training_scans(copies.assign(group=None), ())
@@ -187,9 +179,7 @@ def nuisance_differences(copies: pd.DataFrame, scans: pd.DataFrame, X, input_kin
                             f"training scans' {X.shape[1:]}")  # fmt:skip
     sources = usable["source_participant"].to_numpy()
     copies_X -= X[[first[s] for s in sources]]
-    kinds = np.array([copy_kind(copy, source) for copy, source in
-                      zip(usable["participant_id"], sources, strict=True)])  # fmt:skip
-    return copies_X, sources, kinds
+    return copies_X, sources
 
 
 def run_training(run: TrainingRun, table: pd.DataFrame, dataset: dict) -> Path:

@@ -26,7 +26,6 @@ COPY_SHIFT_LIMIT = 4.0  # years: issue 18's largest allowed change of age betwee
 # with the number of copies; with the 95th within the limit, the largest change over 3 scans
 # (issue 18's benchmark) stays within it with probability >= 0.95 ** 3 = 0.86
 COPY_SHIFT_PERCENTILE = 95.0
-COPY_SHIFT_MEDIAN_LIMIT = 1.5  # years: issue 18's median change, per kind of nuisance
 INNER_FOLDS = 5
 
 
@@ -186,60 +185,40 @@ def block_average(maps: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=tuple(range(maps.ndim - 3 + 1, blocks.ndim, 2)))
 
 
-def copy_shift_summary(moved: np.ndarray, kinds) -> tuple[float, float]:
-    """The worst kind of nuisance's median and ``COPY_SHIFT_PERCENTILE`` percentile of the
-    |copy − source| changes ``moved`` (all one kind when ``kinds`` is None).
-    """
-    if not len(moved):
-        return 0.0, 0.0
-    kinds = np.zeros(len(moved)) if kinds is None else np.asarray(kinds)
-    parts = [moved[kinds == kind] for kind in np.unique(kinds)]
-    return (max(float(np.median(part)) for part in parts),
-            max(float(np.percentile(part, COPY_SHIFT_PERCENTILE)) for part in parts))  # fmt:skip
-
-
-def choose_factor(X, y, factors, seed: int, inner_fit, held_out_copies=None, shifts=None,
-                  medians=None):  # fmt:skip
+def choose_factor(X, y, factors, seed: int, inner_fit, held_out_copies=None, shifts=None):
     """Inner-CV MAE of each block-averaging factor (seed 000's over/under-fitting curve).
 
     ``inner_fit(small, ages, factor, rows)`` fits on block-averaged maps (``rows``: their
     indices in X) and returns a predictor of held-out block-averaged maps. Returns the curve,
     the block averages of every factor (computed once per scan, then sliced for each fold) and
     the best factor. ``held_out_copies(small, factor, test)``, when given, returns the
-    block-averaged nuisance copies of the held-out rows, their ages, their sources' rows and,
-    optionally, each copy's kind of nuisance: their errors count in the curve too, and the best
-    factor is the most accurate of those whose held-out copies meet issue 18's targets for
-    every kind (median |copy − source| within ``COPY_SHIFT_MEDIAN_LIMIT``, the
-    ``COPY_SHIFT_PERCENTILE`` percentile within ``COPY_SHIFT_LIMIT`` years), if any does. The
-    worst kind's percentile and median of each factor go into ``shifts`` and ``medians``.
+    block-averaged nuisance copies of the held-out rows, their ages and their sources' rows:
+    their errors count in the curve too, the ``COPY_SHIFT_PERCENTILE`` percentile of the
+    |copy − source| predictions of each factor is put in ``shifts``, and the best factor is the
+    most accurate of those whose percentile stays within ``COPY_SHIFT_LIMIT`` years (issue 18's
+    maximum), if any does.
     """
     X, y = np.asarray(X, np.float32), np.asarray(y, np.float64)
     inner = KFold(min(INNER_FOLDS, len(y)), shuffle=True, random_state=seed)
-    curve, designs, summary = {}, {}, {}
+    curve, designs, moved_by = {}, {}, {}
     for factor in factors:
         small = designs[factor] = block_average(X, factor).reshape(len(X), -1)
-        errors, moved, kinds = [], [np.zeros(0)], []
+        errors, moved = [], [np.zeros(0)]
         for train, test in inner.split(small):
             predict = inner_fit(small[train], y[train], factor, train)
             errors.append(np.abs(predict(small[test]) - y[test]))
             if held_out_copies is not None:
-                copies, ages, sources, *kind = held_out_copies(small, factor, test)
+                copies, ages, sources = held_out_copies(small, factor, test)
                 if len(copies):
                     predicted = predict(copies)
                     errors.append(np.abs(predicted - ages))
                     moved.append(np.abs(predicted - predict(sources)))
-                    kinds.append(kind[0] if kind and kind[0] is not None else None)
         curve[factor] = float(np.mean(np.concatenate(errors)))
-        labelled = bool(kinds) and all(k is not None for k in kinds)
-        summary[factor] = copy_shift_summary(
-            np.concatenate(moved), np.concatenate(kinds) if labelled else None
-        )
+        moved = np.concatenate(moved)
+        moved_by[factor] = float(np.percentile(moved, COPY_SHIFT_PERCENTILE) if len(moved) else 0)
     if shifts is not None:
-        shifts.update({f: summary[f][1] for f in factors})
-    if medians is not None:
-        medians.update({f: summary[f][0] for f in factors})
-    steady = [f for f in factors if summary[f][0] <= COPY_SHIFT_MEDIAN_LIMIT
-              and summary[f][1] <= COPY_SHIFT_LIMIT] or list(factors)  # fmt:skip
+        shifts.update(moved_by)
+    steady = [f for f in factors if moved_by[f] <= COPY_SHIFT_LIMIT] or list(factors)
     return curve, designs, min(steady, key=curve.get)
 
 
@@ -319,14 +298,12 @@ class TissueLinear(LinearAgeModel):
             nuisance = nuisance[:, self.voxels_].astype(np.float64)
         return self._fit_design(design, y, nuisance, self.nuisance_energy)
 
-    def fit(self, X, y, nuisance=None, nuisance_rows=None, nuisance_kinds=None):
+    def fit(self, X, y, nuisance=None, nuisance_rows=None):
         """``nuisance``: optional copy − original maps of training scans (same layout as X),
-        ``nuisance_rows``: the row of X each copy was made from, ``nuisance_kinds``: optionally
-        each copy's kind of nuisance (the block-size rule then judges every kind). With
-        ``nuisance_use="augment"`` the copies join the training set with their source's age, and
-        the block size is chosen by the inner-CV error on held-out scans and their copies; with
-        ``"project"`` the model is made blind to their main directions (``nuisance_energy`` of
-        them).
+        ``nuisance_rows``: the row of X each copy was made from. With ``nuisance_use="augment"``
+        the copies join the training set with their source's age, and the block size is chosen
+        by the inner-CV error on held-out scans and their copies; with ``"project"`` the model
+        is made blind to their main directions (``nuisance_energy`` of them).
         """
         X, y = _check_fit(self, X, y)
         if self.nuisance_use not in NUISANCE_USES:
@@ -359,19 +336,15 @@ class TissueLinear(LinearAgeModel):
                 small, ages, factor, nuisance=inner, rows=inner_rows)  # fmt:skip
             return lambda test: model._predict_design(test[:, model.voxels_])
 
-        kinds = None if nuisance_kinds is None else np.asarray(nuisance_kinds)
-
         def held_out_copies(small, factor, test):
             keep = np.isin(rows, test)
             sources = small[rows[keep]]
-            return (sources + small_nuisance[factor][keep], y[rows[keep]], sources,
-                    None if kinds is None else kinds[keep])  # fmt:skip
+            return sources + small_nuisance[factor][keep], y[rows[keep]], sources
 
-        self.copy_shift_, self.copy_shift_median_ = {}, {}
+        self.copy_shift_ = {}
         self.curve_, designs, best = choose_factor(
             X, y, self.factors, self.random_state, inner_fit,
-            held_out_copies if rows is not None else None, self.copy_shift_,
-            self.copy_shift_median_)  # fmt:skip
+            held_out_copies if rows is not None else None, self.copy_shift_)  # fmt:skip
         return self._fit_small(designs[best], y, best, nuisance=small_nuisance[best], rows=rows)
 
     def predict(self, X):
@@ -397,9 +370,7 @@ class TissueLinear(LinearAgeModel):
             nuisance_use=self.nuisance_use,
             augmented_copies=int(getattr(self, "augmented_", 0)),
             copy_shift={str(k): v for k, v in getattr(self, "copy_shift_", {}).items()},
-            copy_shift_median={str(k): v for k, v in
-                               getattr(self, "copy_shift_median_", {}).items()},
-        )  # fmt:skip
+        )
         return arrays, params
 
     @classmethod
@@ -411,7 +382,5 @@ class TissueLinear(LinearAgeModel):
         model.nuisance_use = params.get("nuisance_use", "project")
         model.augmented_ = int(params.get("augmented_copies", 0))
         model.copy_shift_ = {int(k): v for k, v in params.get("copy_shift", {}).items()}
-        model.copy_shift_median_ = {int(k): v for k, v in
-                                    params.get("copy_shift_median", {}).items()}  # fmt:skip
         model.n_features_in_ = 2  # GM and WM channels
         return model

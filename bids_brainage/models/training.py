@@ -112,22 +112,19 @@ def first_rows(participants) -> dict:
 
 def fold_nuisance(nuisance, participants, train) -> dict:
     """The ``fit`` keywords of the nuisance differences whose source is in ``train``: the
-    differences, the row of ``X[train]`` each was made from (the source's first scan) and,
-    when ``nuisance`` carries them, their kinds; none when no copy's source is in ``train``.
+    differences, and the row of ``X[train]`` each was made from (the source's first scan);
+    none when no copy's source is in ``train``.
     """
     if nuisance is None:
         return {}
-    differences, sources, *kinds = nuisance
+    differences, sources = nuisance
     training = np.asarray(participants)[train]
     keep = np.isin(np.asarray(sources), training)
     if not keep.any():  # no copy of this fold's training participants: train without copies
         return {}
     first = first_rows(training)
     rows = np.array([first[s] for s in np.asarray(sources)[keep]], dtype=int)
-    out = {"nuisance": differences[keep], "nuisance_rows": rows}
-    if kinds and kinds[0] is not None:
-        out["nuisance_kinds"] = np.asarray(kinds[0])[keep]
-    return out
+    return {"nuisance": differences[keep], "nuisance_rows": rows}
 
 
 def summarise_split(y, predicted, fold_of, split: str) -> dict:

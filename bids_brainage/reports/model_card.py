@@ -11,11 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from ..models.classical import (  # noqa: E402
-    COPY_SHIFT_LIMIT,
-    COPY_SHIFT_MEDIAN_LIMIT,
-    COPY_SHIFT_PERCENTILE,
-)
+from ..models.classical import COPY_SHIFT_LIMIT, COPY_SHIFT_PERCENTILE  # noqa: E402
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
 from ..utils.io import atomic_path  # noqa: E402
 
@@ -158,15 +154,12 @@ def model_card_markdown(card: dict) -> str:
                   "same scan stored or acquired another way; method: "
                   f"{nuisance['method']}."]  # fmt:skip
         if params.get("copy_shift"):
-            medians = params.get("copy_shift_median") or {}
-            lines.append(
-                "- Block size: the most accurate in inner CV (held-out scans and their copies) "
-                "of those whose held-out copies of every kind stay near their source (median "
-                f"change ≤ {COPY_SHIFT_MEDIAN_LIMIT:g} y, {COPY_SHIFT_PERCENTILE:g}th percentile "
-                f"≤ {COPY_SHIFT_LIMIT:g} y). The worst kind's median / percentile by block size: "
-                + ", ".join(f"{voxel_mm * int(k):g} mm "
-                            + (f"{medians[k]:.2f} / " if k in medians else "") + f"{v:.2f} y"
-                            for k, v in params["copy_shift"].items()))  # fmt:skip
+            lines.append("- Block size: the most accurate in inner CV (held-out scans and their "
+                         "copies) of those whose held-out copies stay within "
+                         f"{COPY_SHIFT_LIMIT:g} y of their source ({COPY_SHIFT_PERCENTILE:g}th "
+                         "percentile of the change). That percentile by block size: " + ", ".join(
+                             f"{voxel_mm * int(k):g} mm {v:.2f} y" for k, v in
+                             params["copy_shift"].items()))  # fmt:skip
     local = card.get("local_cross_validation")
     if local:
         lines += [

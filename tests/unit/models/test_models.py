@@ -291,7 +291,5 @@ def test_a_bundle_trained_on_nuisance_copies_states_its_block_size_rule(feature_
     assert card["nuisance_training"]["copies"] == 6
     assert card["params"]["copy_shift"]
     assert all(v == pytest.approx(0.0, abs=1e-6) for v in card["params"]["copy_shift"].values())
-    assert card["params"]["copy_shift_median"].keys() == card["params"]["copy_shift"].keys()
     text = (bundle / "model_card.md").read_text()
-    assert "Nuisance copies in training" in text
-    assert "median change ≤ 1.5 y, 95th percentile ≤ 4 y" in text
+    assert "Nuisance copies in training" in text and "95th percentile of the change" in text

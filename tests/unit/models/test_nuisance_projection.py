@@ -8,12 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bids_brainage.group.training import copy_kind
 from bids_brainage.models.classical import (
     TissueLinear,
     block_average,
     choose_factor,
-    copy_shift_summary,
     nuisance_basis,
 )
 from bids_brainage.models.training import cross_validate, fold_nuisance
@@ -87,15 +85,6 @@ def test_folds_learn_only_their_own_training_participants_copies(rng):
     assert fold_nuisance(None, participants, train) == {}
     # a fold with no copy of its training participants trains without copies
     assert fold_nuisance((differences, sources), participants, np.array([2, 3, 4])) == {}
-    kinds = np.array(["xstrip", "xfine", "xstrip", "xfine"])
-    labelled = fold_nuisance((differences, sources, kinds), participants, np.array([5, 7, 9]))
-    np.testing.assert_array_equal(labelled["nuisance_kinds"], ["xfine", "xstrip", "xfine"])
-
-
-def test_a_copys_kind_is_its_label_after_its_sources():
-    assert copy_kind("sub-IXI015xstrip", "sub-IXI015") == "xstrip"
-    assert copy_kind("sub-copy7", "sub-01") == "copy"  # a label unlike its source's: one pool
-    assert copy_kind("sub-01", "sub-01") == "copy"
 
 
 def test_augmentation_trains_on_the_copies_with_their_sources_age(rng):
@@ -241,41 +230,3 @@ def test_factor_choice_judges_a_percentile_of_the_copies_not_their_maximum():
     shifts = {}
     _, _, best = choose_factor(maps, y, (1, 2), 0, inner_fit, held_out_copies, shifts)
     assert shifts[1] == pytest.approx(1.45) and best == 1
-
-
-def test_copy_shift_summary_takes_the_worst_kind_by_hand():
-    moved = np.array([1.0, 1.0, 1.0, 1.0, 5.0, 2.0, 2.0, 2.0])
-    kinds = np.array(["a"] * 5 + ["b"] * 3)
-    # medians: a 1, b 2; 95th percentiles: a 1 + 0.8 * (5 - 1) = 4.2 (index 3.8 of 5), b 2
-    assert copy_shift_summary(moved, kinds) == (pytest.approx(2.0), pytest.approx(4.2))
-    # pooled: median 1.5 (sorted 1 1 1 1 2 2 2 5), 95th percentile 2 + 0.65 * 3 = 3.95
-    assert copy_shift_summary(moved, None) == (pytest.approx(1.5), pytest.approx(3.95))
-    assert copy_shift_summary(np.zeros(0), None) == (0.0, 0.0)
-
-
-def test_factor_choice_judges_every_kind_of_nuisance():
-    """Half the copies (one kind) move by 2 y under factor 1, the other half not at all: pooled,
-    the median change is 1 y and factor 1 (exact on the originals) wins; judged per kind, that
-    kind's median of 2 y breaks issue 18's 1.5 y and factor 2 (every copy 1 y) wins.
-    """
-    y = np.linspace(20, 80, 20)
-    maps = np.tile(y[:, None, None, None, None], (1, 1, 2, 2, 2)).astype(np.float32)
-    kinds = np.array(["thick", "strip"] * 10)
-    jump = {1: np.where(kinds == "strip", 2.0, 0.0), 2: np.ones(20)}
-    bias = {1: 0.0, 2: 3.0}
-
-    def inner_fit(small, ages, factor, train):
-        return lambda test: test[:, 0] + bias[factor]
-
-    def pooled(small, factor, test):
-        return small[test] + jump[factor][test][:, None], y[test], small[test]
-
-    def labelled(small, factor, test):
-        return (*pooled(small, factor, test), kinds[test])
-
-    shifts, medians = {}, {}
-    _, _, best = choose_factor(maps, y, (1, 2), 0, inner_fit, pooled, shifts, medians)
-    assert best == 1 and medians[1] == pytest.approx(1.0)
-    _, _, best = choose_factor(maps, y, (1, 2), 0, inner_fit, labelled, shifts, medians)
-    assert best == 2 and medians == {1: pytest.approx(2.0), 2: pytest.approx(1.0, abs=1e-4)}
-    assert shifts == {1: pytest.approx(2.0), 2: pytest.approx(1.0, abs=1e-4)}  # float32 maps
