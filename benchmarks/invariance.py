@@ -217,11 +217,19 @@ def main() -> None:
     parser.add_argument("--nprocs", type=int, default=2)
     parser.add_argument("--field-of-view", default="auto", choices=("auto", "head", "stored"),
                         help="passed to the participant level")  # fmt:skip
-    parser.add_argument("--participants", nargs="+", metavar="LABEL",
-                        help="these IXI participants (sub-IXI080 ...) instead of --subjects")
-    parser.add_argument("--keep", type=Path, nargs="+",
-                        help="keep the copies and outputs in this folder (with --rescore: one or "
-                             "more folders of earlier runs, pooled)")
+    parser.add_argument(
+        "--participants",
+        nargs="+",
+        metavar="LABEL",
+        help="these IXI participants (sub-IXI080 ...) instead of --subjects",
+    )
+    parser.add_argument(
+        "--keep",
+        type=Path,
+        nargs="+",
+        help="keep the copies and outputs in this folder (with --rescore: one or "
+        "more folders of earlier runs, pooled)",
+    )
     parser.add_argument("--save", type=Path, help="write the per-scan table as TSV")
     parser.add_argument("--ixi", type=Path, default=IXI, help="the IXI BIDS folder")
     parser.add_argument("--rescore", metavar="BUNDLE",
@@ -231,8 +239,7 @@ def main() -> None:
     IXI_DIR[0] = opts.ixi
     if opts.rescore:
         started = time.perf_counter()
-        records = pd.concat([rescore(keep, opts.rescore) for keep in opts.keep],
-                            ignore_index=True)
+        records = pd.concat([rescore(keep, opts.rescore) for keep in opts.keep], ignore_index=True)
         elapsed = time.perf_counter() - started
         opts.transforms = list(dict.fromkeys(records["transform"]))
         opts.subjects = records["subject"].nunique()
@@ -242,8 +249,13 @@ def main() -> None:
         subjects = (named_subjects(opts.participants) if opts.participants
                     else pick_subjects(opts.subjects))  # fmt:skip
         opts.subjects = len(subjects)
-        records, elapsed = run(subjects, opts.transforms, opts.nprocs,
-                               opts.keep[0] if opts.keep else None, opts.field_of_view)
+        records, elapsed = run(
+            subjects,
+            opts.transforms,
+            opts.nprocs,
+            opts.keep[0] if opts.keep else None,
+            opts.field_of_view,
+        )
     if opts.save:
         records.to_csv(opts.save, sep="\t", index=False)
     table = summarise(records)

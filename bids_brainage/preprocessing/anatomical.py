@@ -155,10 +155,13 @@ def _on_bounds(ants, image, array: np.ndarray, low, high):
     the same place in space.
     """
     out = np.zeros(tuple(high - low), np.float32)
-    source = tuple(slice(max(a, 0), min(b, n)) for a, b, n in zip(low, high, array.shape))
-    out[tuple(slice(s.start - a, s.stop - a) for s, a in zip(source, low))] = array[source]
+    source = tuple(slice(max(a, 0), min(b, n))
+                   for a, b, n in zip(low, high, array.shape, strict=True))  # fmt:skip
+    target = tuple(slice(s.start - a, s.stop - a) for s, a in zip(source, low, strict=True))
+    out[target] = array[source]
     origin = np.asarray(image.origin) + np.asarray(image.direction) @ (
-        low * np.asarray(image.spacing))
+        low * np.asarray(image.spacing)
+    )
     return ants.from_numpy(out, origin=tuple(origin), spacing=image.spacing,
                            direction=image.direction)  # fmt:skip
 

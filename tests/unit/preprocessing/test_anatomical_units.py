@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from bids_brainage.preprocessing.anatomical import (
-    foreground_mask,
     HEAD_GRID_MARGINS_MM,
+    foreground_mask,
     given_brain,
     head_sized_bounds,
     is_skull_stripped,
@@ -97,9 +97,17 @@ def test_head_sized_bounds_by_hand():
     inside[10:40, 5:50, 30:60] = True
     low, high = head_sized_bounds(inside, (2.0, 2.0, 2.0))
     assert HEAD_GRID_MARGINS_MM == ((32.0, 30.0), (28.0, 54.0), (84.0, 26.0))
-    assert low.tolist() == [10 - 16, 5 - 14, 30 - 42] and high.tolist() == [40 + 15, 50 + 27, 60 + 13]
+    assert low.tolist() == [10 - 16, 5 - 14, 30 - 42] and high.tolist() == [
+        40 + 15,
+        50 + 27,
+        60 + 13,
+    ]
     low, high = head_sized_bounds(np.pad(inside, 60), (4.0, 2.0, 1.0))  # margins in mm
-    assert low.tolist() == [70 - 8, 65 - 14, 90 - 84] and high.tolist() == [100 + 8, 110 + 27, 120 + 26]
+    assert low.tolist() == [70 - 8, 65 - 14, 90 - 84] and high.tolist() == [
+        100 + 8,
+        110 + 27,
+        120 + 26,
+    ]
 
 
 def test_volumes_by_hand():
