@@ -132,43 +132,8 @@ def given_brain(data: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(~near_zero(data))
 
 
-# N4 fits its B-spline over the whole grid it is given, so a skull-stripped input, stored on a
-# grid of its brain + CROP_MARGIN_MM, got another field than the same brain inside its head
-# (GM up to 3.1 % apart). It is estimated on the grid a head would have instead: the brain's
-# box plus the median margins (mm) from the brain mask to the head grid's edge over the 139
-# IXI-HH heads, per RAS side ((L, R), (P, A), (I, S)); the neck makes the inferior one long.
-HEAD_GRID_MARGINS_MM = ((32.0, 30.0), (28.0, 54.0), (84.0, 26.0))
-
-
-def head_sized_bounds(inside: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
-    """Voxel bounds [low, high) of ``inside``'s box widened by ``HEAD_GRID_MARGINS_MM`` on a
-    RAS-ordered grid; they may reach beyond it.
-    """
-    where = np.argwhere(inside)
-    margins = np.round(np.asarray(HEAD_GRID_MARGINS_MM) / np.asarray(spacing, float)[:, None])
-    return (where.min(axis=0) - margins[:, 0].astype(int),
-            where.max(axis=0) + 1 + margins[:, 1].astype(int))  # fmt:skip
-
-
-def _on_bounds(ants, image, array: np.ndarray, low, high):
-    """``array`` (on ``image``'s grid) cut or zero-padded to the voxel bounds [low, high), at
-    the same place in space.
-    """
-    out = np.zeros(tuple(high - low), np.float32)
-    source = tuple(slice(max(a, 0), min(b, n))
-                   for a, b, n in zip(low, high, array.shape, strict=True))  # fmt:skip
-    target = tuple(slice(s.start - a, s.stop - a) for s, a in zip(source, low, strict=True))
-    out[target] = array[source]
-    origin = np.asarray(image.origin) + np.asarray(image.direction) @ (
-        low * np.asarray(image.spacing)
-    )
-    return ants.from_numpy(out, origin=tuple(origin), spacing=image.spacing,
-                           direction=image.direction)  # fmt:skip
-
-
 def n4_correct(in_file: Path, out_file: Path) -> dict:
-    """N4 bias-field correction inside the head mask (a skull-stripped input: inside its brain,
-    on the grid a head would have, ``HEAD_GRID_MARGINS_MM``).
+    """N4 bias-field correction inside the head mask.
 
     The field is smooth, so it is estimated on a copy of at most ``N4_ESTIMATION_MM`` voxels
     (shrink 2 on top: 4 mm) and divided out of the full-resolution image: seconds, not minutes,
@@ -181,13 +146,9 @@ def n4_correct(in_file: Path, out_file: Path) -> dict:
     positive = image - shift + 1.0 if shift <= 0 else image  # N4 works on a log scale
     mask = image.new_image_like(foreground_mask(data).astype(np.float32))
     estimate_on, estimate_mask = positive, mask
-    if is_skull_stripped(data, float(np.prod(image.spacing)) / 1000.0)[0]:
-        low, high = head_sized_bounds(mask.numpy() > 0, image.spacing)
-        estimate_on = _on_bounds(ants, image, positive.numpy(), low, high)
-        estimate_mask = _on_bounds(ants, image, mask.numpy(), low, high)
     if min(image.spacing) < N4_ESTIMATION_MM:
         spacing = tuple(max(s, N4_ESTIMATION_MM) for s in image.spacing)
-        estimate_on = ants.resample_image(estimate_on, spacing, use_voxels=False, interp_type=0)
+        estimate_on = ants.resample_image(positive, spacing, use_voxels=False, interp_type=0)
         estimate_mask = ants.resample_image_to_target(
             mask, estimate_on, interp_type="nearestNeighbor"
         )
