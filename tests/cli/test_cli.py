@@ -267,6 +267,10 @@ def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, bad_kit):
             qc = json.loads(next(produced.rglob("*_qc.json")).read_text())
             for flag in filter(None, str(case.flags).split(",")):
                 assert flag in qc["flags"], (case.participant_id, qc["flags"])
+            if "skull_stripped_input" in str(case.flags):  # each prediction says so too
+                table = produced / "anat" / f"{case.participant_id}_brainage.tsv"
+                rows = table.read_text().splitlines()
+                assert all("skull_stripped_input" in row for row in rows[1:]), rows
     n_fail = int((expected["expect"] == "fail").sum())
     assert len(failures) == n_fail and f"{n_fail} of {len(expected)} scan(s) failed" in err
     assert len(list((out / "logs").glob("crash-*.txt"))) == n_fail

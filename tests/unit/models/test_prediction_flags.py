@@ -23,6 +23,8 @@ def test_failed_qc_and_contrast_travel_into_the_prediction():
     assert prediction_flags(CARD, 45.0, 50.0, ["unlike_t1w_contrast"]) == [
         "unlike_training_contrast"
     ]
+    # stripped input is less certain than a head (round 8's benchmark), though not failed QC
+    assert prediction_flags(CARD, 45.0, 50.0, ["skull_stripped_input"]) == ["skull_stripped_input"]
 
 
 def test_inputs_coarser_than_the_working_grid_are_flagged():
