@@ -3,12 +3,12 @@
     python benchmarks/invariance.py [--subjects 4 | --participants sub-IXI080 ...]
         [--transforms up1mm lps ...] [--nprocs 2] [--keep DIR] [--rescore BUNDLE --keep DIR ...]
 
-For each of N IXI participants with an age (spread over the age range), or those named, the scan is
-copied under every transform of ``bids_brainage.synthetic.nuisance`` (plus "skull-stripped with
-the app's own mask of the original"), the participant level runs on all copies with the default
-global model, and the change against the original is tabulated: predicted age (years) and
-GM, WM and CSF volumes (%). Targets (issue 18): median |Δ age| ≤ 1.5 y, max ≤ 4 y, volumes
-within 3 %. Prints a Markdown table for docs/benchmarks.md.
+For each of N IXI participants with an age (spread over the age range), or those named, the
+scan is copied under every transform of ``bids_brainage.synthetic.nuisance`` (plus
+"skull-stripped with the app's own mask of the original"), the participant level runs on all
+copies with the default global model, and the change against the original is tabulated:
+predicted age (years) and GM, WM and CSF volumes (%). Targets (issue 18): median |Δ age| ≤
+1.5 y, max ≤ 4 y, volumes within 3 %. Prints a Markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -48,16 +48,18 @@ def masked_copy(name: str, img: nb.Nifti1Image, mask: nb.Nifti1Image) -> nb.Nift
     return stripped if name == "skullstrip" else aligned_to_template(stripped, template_brain())
 
 
+def ixi_participants() -> pd.DataFrame:
+    return pd.read_csv(IXI_DIR[0] / "participants.tsv", sep="\t", na_values="n/a")
+
+
 def pick_subjects(n: int) -> pd.DataFrame:
-    table = pd.read_csv(IXI_DIR[0] / "participants.tsv", sep="\t", na_values="n/a").dropna(
-        subset=["age"]).sort_values("age")  # fmt:skip
+    table = ixi_participants().dropna(subset=["age"]).sort_values("age")
     step = max(1, len(table) // n)
     return table.iloc[::step].head(n)
 
 
 def named_subjects(labels: list[str]) -> pd.DataFrame:
-    table = pd.read_csv(IXI_DIR[0] / "participants.tsv", sep="\t", na_values="n/a")
-    table = table.set_index("participant_id")
+    table = ixi_participants().set_index("participant_id")
     missing = [label for label in labels if label not in table.index]
     if missing:
         sys.exit(f"not in {IXI_DIR[0] / 'participants.tsv'}: {', '.join(missing)}")
