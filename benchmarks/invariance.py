@@ -38,6 +38,7 @@ from bids_brainage.synthetic.nuisance import (  # noqa: E402
 
 TARGET_MEDIAN, TARGET_MAX, TARGET_VOLUME = 1.5, 4.0, 3.0
 IXI_DIR = [IXI]  # --ixi replaces it
+PREPROCESSING_OPTIONS: list[str] = []  # --intensity-scale, --stripped-n4-grid, passed through
 # copies made from the original and the app's own brain mask of it
 MASKED = {"skullstrip": "skull-stripped with its own mask",
           "mnistrip": "skull-stripped, affinely aligned to MNI at 1 mm"}  # fmt:skip
@@ -83,7 +84,7 @@ def participant(bids: Path, out: Path, work: Path, labels: list[str], nprocs: in
                 field_of_view: str = "auto") -> None:  # fmt:skip
     cmd = [sys.executable, "-m", "bids_brainage.cli.run", str(bids), str(out), "participant",
            "-w", str(work), "--nprocs", str(nprocs), "--model", "default",
-           "--field-of-view", field_of_view,
+           "--field-of-view", field_of_view, *PREPROCESSING_OPTIONS,
            "--skip-bids-validation", "--participant-label", *labels]  # fmt:skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode not in (0, 1):
@@ -220,6 +221,14 @@ def main() -> None:
     parser.add_argument("--field-of-view", default="auto", choices=("auto", "head", "stored"),
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument(
+        "--intensity-scale",
+        choices=("auto", "linear", "log"),
+        help="passed to the participant level (log with the linear default "
+        "bundle: its ages are flagged, the volumes are what counts)",
+    )
+    parser.add_argument("--stripped-n4-grid", choices=("auto", "brain", "head"),
+                        help="passed to the participant level")  # fmt:skip
+    parser.add_argument(
         "--participants",
         nargs="+",
         metavar="LABEL",
@@ -239,6 +248,9 @@ def main() -> None:
                              "copies without rerunning the participant level")  # fmt:skip
     opts = parser.parse_args()
     IXI_DIR[0] = opts.ixi
+    for flag in ("intensity_scale", "stripped_n4_grid"):
+        if getattr(opts, flag):
+            PREPROCESSING_OPTIONS.extend([f"--{flag.replace('_', '-')}", getattr(opts, flag)])
     if opts.rescore:
         started = time.perf_counter()
         records = pd.concat([rescore(keep, opts.rescore) for keep in opts.keep], ignore_index=True)

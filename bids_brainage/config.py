@@ -41,6 +41,12 @@ class ExecutionSettings:
         return self.output_dir / "logs"
 
 
+# The preprocessing "auto" gives when no bundle decides (--model none: what new bundles are
+# trained on); a bundle's contract without the key means its CONTRACT_DEFAULTS (models/bundle.py).
+NEW_PREPROCESSING = {"field_of_view": "head", "intensity_scale": "log",
+                     "stripped_n4_grid": "head"}  # fmt:skip
+
+
 @dataclass
 class WorkflowSettings:
     """Choices that change what the pipeline computes."""
@@ -52,6 +58,12 @@ class WorkflowSettings:
     # "stored": the stored field of view (what bundles trained before it expect); "auto":
     # the selected bundles' contracts decide, at run time
     field_of_view: str = "auto"
+    # "linear": Atropos on the intensities (what bundles trained before it expect); "log": on
+    # their log, blind to a power-law change of contrast; "auto": the bundles' contracts
+    intensity_scale: str = "auto"
+    # a skull-stripped input's N4 field: "brain" on its own grid (what bundles trained before
+    # it expect), "head" on the grid a head would have; "auto": the bundles' contracts
+    stripped_n4_grid: str = "auto"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 

@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
         "head grid: stored); head: each scan cut or padded to its head plus 16 mm, registration "
         "from the brains' centres of mass; stored: the scan's own field of view. Predictions "
         "of a bundle trained otherwise are flagged field_of_view_unlike_training")
+    add("--intensity-scale", choices=("auto", "linear", "log"), default="auto",
+        help="auto (default): what the --model bundles were trained on (bundles older than log "
+        "segmentation: linear; with --model none: log); linear: Atropos segments the "
+        "intensities; log: their logarithm, which makes the tissue classes blind to a power-law "
+        "change of contrast. Predictions of a bundle trained otherwise are flagged "
+        "intensity_scale_unlike_training")
+    add("--stripped-n4-grid", choices=("auto", "brain", "head"), default="auto",
+        help="for a skull-stripped input, the grid N4 estimates its bias field on: auto "
+        "(default): what the --model bundles were trained on (bundles older than this choice: "
+        "brain; with --model none: head); brain: the brain's own grid; head: the grid a head "
+        "would have (the brain's box plus the IXI heads' median margins), which makes the "
+        "correction independent of how much margin the stripped brain is stored with")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")
@@ -267,6 +279,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
         allow_template_download=opts.allow_template_download,
         brain_extraction=opts.brain_extraction,
         field_of_view=opts.field_of_view,
+        intensity_scale=opts.intensity_scale,
+        stripped_n4_grid=opts.stripped_n4_grid,
     )
     if opts.train_model and opts.analysis_level != "group":
         raise UsageError("--train-model is a group-level action")

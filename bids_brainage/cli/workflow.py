@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import __version__
-from ..config import Config
+from ..config import NEW_PREPROCESSING, Config
 from ..models.bundle import load_selected_bundles
 from ..models.kinds import BundlePlan
 from ..utils.atlas import SOURCE as ATLAS_SOURCE
@@ -33,6 +33,17 @@ LOGGER = logging.getLogger("bids_brainage")
 MULTIPROC_POLL_S = 0.05
 BATCH_POLL_S = 2.0
 EXCEPTION_LINE = re.compile(r"^(?:[\w.]+\.)?(\w*(?:Error|Exception|Interrupt)): (.+)$")
+
+
+def resolve_preprocessing(settings, bundles) -> None:
+    """Each "auto" preprocessing choice becomes the first bundle's contract value (the others
+    are checked and flagged when they differ); without bundles (preprocessing for training),
+    what new bundles are trained on (``NEW_PREPROCESSING``).
+    """
+    for key in NEW_PREPROCESSING:
+        if getattr(settings, key) == "auto":
+            value = bundles[0].preprocessed_with(key) if bundles else NEW_PREPROCESSING[key]
+            setattr(settings, key, value)
 
 
 @dataclass
@@ -91,9 +102,7 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
             LOGGER.warning("%s was trained on %s brain masks, this run makes %s masks: its "
                            "predictions are flagged brain_extraction_unlike_training",
                            bundle.name, trained_with, config.workflow.brain_extraction)  # fmt:skip
-    if config.workflow.field_of_view == "auto":  # the bundles' (checked to be one); without
-        # bundles (preprocessing for training) the head's grid
-        config.workflow.field_of_view = bundles[0].field_of_view if bundles else "head"
+    resolve_preprocessing(config.workflow, bundles)
     config.models.plan = BundlePlan.of([b.describe() for b in bundles])
     if config.models.plan.local is not None:
         labels, names = harvard_oxford(template, execution.work_dir / "templates")

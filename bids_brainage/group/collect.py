@@ -42,7 +42,14 @@ SCAN_COLUMNS = {
     "excluded": {"Description": "Why the scan is left out of the statistics (n/a: included)"},
 }
 # carried for the statistics and training, never written to the table
-HIDDEN_COLUMNS = ("derivatives", "version", "brain_extraction", "field_of_view")
+HIDDEN_COLUMNS = (
+    "derivatives",
+    "version",
+    "brain_extraction",
+    "field_of_view",
+    "intensity_scale",
+    "stripped_n4_grid",
+)
 
 
 def read_dataset_description(bids_dir: Path) -> dict:
@@ -100,6 +107,10 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
             # runs before the head grid kept the stored field of view
             "field_of_view": qc.get("conform", {}).get("field_of_view", "stored"),
+            # runs before log segmentation segmented the intensities
+            "intensity_scale": qc.get("segmentation", {}).get("intensity_scale", "linear"),
+            # runs before the head-sized grid estimated a stripped input's field on its own
+            "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
         })  # fmt:skip
     return pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *HIDDEN_COLUMNS]), problems
 

@@ -145,12 +145,14 @@ def template_of(scans: pd.DataFrame) -> dict:
 PREPROCESSING = {  # contract key: (default of older derivatives, what to rerun)
     "brain_extraction": ("template", "with one --brain-extraction"),
     "field_of_view": ("stored", "with this version"),
+    "intensity_scale": ("linear", "with one --intensity-scale"),
+    "stripped_n4_grid": ("brain", "with one --stripped-n4-grid"),
 }
 
 
 def preprocessing_of(scans: pd.DataFrame) -> dict:
-    """The one brain-extraction method and field of view of the training scans (the model
-    learns what they produce); mixed ones are refused.
+    """The one brain-extraction method, field of view and segmentation of the training scans
+    (the model learns what they produce); mixed ones are refused.
     """
     found = {}
     for key, (default, rerun) in PREPROCESSING.items():

@@ -21,6 +21,9 @@ from ..utils.templates import TISSUES, Template
 
 class _N4InputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True)
+    stripped_grid = traits.Enum(
+        "brain", "head", usedefault=True, desc="a stripped input's field: its own or a head's grid"
+    )
 
 
 class _N4OutputSpec(TraitedSpec):
@@ -36,7 +39,9 @@ class N4Correct(SimpleInterface):
 
     def _run_interface(self, runtime):
         out = Path(runtime.cwd) / "t1w_n4.nii.gz"
-        self._results["qc"] = anatomical.n4_correct(Path(self.inputs.in_file), out)
+        self._results["qc"] = anatomical.n4_correct(
+            Path(self.inputs.in_file), out, stripped_grid=self.inputs.stripped_grid
+        )
         self._results["out_file"] = str(out)
         return runtime
 
@@ -85,6 +90,8 @@ class _RegisterInputSpec(BaseInterfaceInputSpec):
     initial = traits.List(File(exists=True), desc="start transform; default: centres of mass")
     preset = traits.Enum("fast", "precise", usedefault=True)
     seed = traits.Int(mandatory=True)
+    intensity = traits.Enum("linear", "log", usedefault=True,
+                            desc="register the intensities or their log")  # fmt:skip
 
 
 class _RegisterOutputSpec(TraitedSpec):
@@ -106,7 +113,7 @@ class RegisterToTemplate(SimpleInterface):
             Path(self.inputs.in_file), Path(self.inputs.in_mask),
             Template.from_dict(self.inputs.template),
             self.inputs.initial if isdefined(self.inputs.initial) else None, self.inputs.preset,
-            Path(runtime.cwd),
+            Path(runtime.cwd), intensity=self.inputs.intensity,
         )  # fmt:skip
         self._results.update(
             forward=transforms.forward, inverse=transforms.inverse,
@@ -121,11 +128,14 @@ class _SegmentInputSpec(BaseInterfaceInputSpec):
     template = traits.Dict(mandatory=True)
     inverse = traits.List(File(exists=True), mandatory=True)
     invert_flags = traits.List(traits.Bool(), mandatory=True)
+    intensity = traits.Enum("linear", "log", usedefault=True,
+                            desc="segment the intensities or their log")  # fmt:skip
 
 
 class _SegmentOutputSpec(TraitedSpec):
     probseg = traits.List(File(exists=True), desc="CSF, GM, WM probabilities")
     dseg = File(exists=True, desc="1 CSF, 2 GM, 3 WM")
+    qc = traits.Dict()
 
 
 class Segment(SimpleInterface):
@@ -139,6 +149,7 @@ class Segment(SimpleInterface):
         probabilities, labels = anatomical.segment(
             Path(self.inputs.in_file), Path(self.inputs.in_mask), template,
             anatomical.Transforms([], self.inputs.inverse, self.inputs.invert_flags),
+            intensity=self.inputs.intensity,
         )  # fmt:skip
         reference = nb.load(self.inputs.in_file)
         files = []
@@ -148,7 +159,11 @@ class Segment(SimpleInterface):
             files.append(str(path))
         dseg = Path(runtime.cwd) / "dseg.nii.gz"
         nb.Nifti1Image(labels.astype(np.uint8), reference.affine).to_filename(str(dseg))
-        self._results.update(probseg=files, dseg=str(dseg))
+        self._results.update(
+            probseg=files,
+            dseg=str(dseg),
+            qc={"method": "atropos", "intensity_scale": self.inputs.intensity},
+        )
         return runtime
 
 

@@ -51,8 +51,12 @@ class PredictBrainAge(SimpleInterface):
                    for path in self.inputs.bundles]  # fmt:skip
         qc = self.inputs.qc if isdefined(self.inputs.qc) else {}
         conform = qc.get("conform", {})
-        preprocessing = {"brain_extraction": qc.get("brain_extraction", {}).get("method"),
-                         "field_of_view": conform.get("field_of_view")}  # fmt:skip
+        preprocessing = {
+            "brain_extraction": qc.get("brain_extraction", {}).get("method"),
+            "field_of_view": conform.get("field_of_view"),
+            "intensity_scale": qc.get("segmentation", {}).get("intensity_scale"),
+            "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid"),
+        }
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
                               preprocessing, conform.get("voxel_size_mm"))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")

@@ -7,7 +7,15 @@ from nipype.interfaces.base import BaseInterfaceInputSpec, SimpleInterface, Trai
 from .. import __version__
 from ..preprocessing.qc import derive_flags
 
-STEPS = ("conform", "n4", "brain_extraction", "registration", "measures", "template_maps")
+STEPS = (
+    "conform",
+    "n4",
+    "brain_extraction",
+    "registration",
+    "segmentation",
+    "measures",
+    "template_maps",
+)
 
 
 class _AssembleQCInputSpec(BaseInterfaceInputSpec):
@@ -17,6 +25,7 @@ class _AssembleQCInputSpec(BaseInterfaceInputSpec):
     n4 = traits.Dict(mandatory=True)
     brain_extraction = traits.Dict(mandatory=True)
     registration = traits.Dict(mandatory=True)
+    segmentation = traits.Dict(mandatory=True)
     measures = traits.Dict(mandatory=True)
     template_maps = traits.Dict(mandatory=True)
 

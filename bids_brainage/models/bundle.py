@@ -34,8 +34,10 @@ DEFAULT_BUNDLE = "default"
 # what the participant level runs without --model: global age, local maps, U-noise importance
 DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
 # what a contract without the key means: bundles trained before the head grid kept the
-# stored field of view
-CONTRACT_DEFAULTS = {"field_of_view": "stored"}
+# stored field of view, before log segmentation segmented the intensities, before the
+# head-sized N4 grid estimated a stripped input's field on its own grid
+CONTRACT_DEFAULTS = {"field_of_view": "stored", "intensity_scale": "linear",
+                     "stripped_n4_grid": "brain"}  # fmt:skip
 LOGGER = logging.getLogger("bids_brainage")
 
 
@@ -79,11 +81,21 @@ class Bundle:
     def kind(self) -> str:
         return self.card["kind"]
 
+    def preprocessed_with(self, key: str) -> str:
+        """A preprocessing choice its training scans were made with (a ``CONTRACT_DEFAULTS``
+        key).
+        """
+        return self.card.get("contract", {}).get(key, CONTRACT_DEFAULTS[key])
+
     @property
     def field_of_view(self) -> str:
         """The field of view its training scans were processed on (``head`` or ``stored``)."""
-        key = "field_of_view"
-        return self.card.get("contract", {}).get(key, CONTRACT_DEFAULTS[key])
+        return self.preprocessed_with("field_of_view")
+
+    @property
+    def intensity_scale(self) -> str:
+        """What Atropos segmented for its training scans (``linear`` or ``log``)."""
+        return self.preprocessed_with("intensity_scale")
 
     @property
     def halfwidth(self) -> float:
@@ -277,11 +289,13 @@ def load_selected_bundles(specs: list[str]) -> list[Bundle]:
     if bundles and all(role_of(b.kind) == "explainer" for b in bundles):
         raise BundleError(f"--model {' '.join(specs)}: only importance models; add a bundle "
                           "that predicts brain age")  # fmt:skip
-    unlike = [b.name for b in bundles if b.field_of_view != bundles[0].field_of_view]
-    if unlike:  # the first bundle decides; the others' predictions carry the flag
-        LOGGER.warning("%s expect(s) another field of view than %s (%s): their predictions are "
-                       "flagged field_of_view_unlike_training", ", ".join(unlike),
-                       bundles[0].name, bundles[0].field_of_view)  # fmt:skip
+    for key in CONTRACT_DEFAULTS:  # the first bundle decides; the others' predictions are flagged
+        first = bundles[0].preprocessed_with(key) if bundles else None
+        unlike = [b.name for b in bundles if b.preprocessed_with(key) != first]
+        if unlike:
+            LOGGER.warning("%s expect(s) another %s than %s (%s): their predictions are flagged "
+                           "%s_unlike_training", ", ".join(unlike), key, bundles[0].name, first,
+                           key)  # fmt:skip
     templates = {b.card["contract"]["template"] for b in bundles}
     if len(templates) > 1:
         raise BundleError(f"the --model bundles were trained on different templates: {templates}")
@@ -320,7 +334,9 @@ def _input_of(kind: str) -> str:
 
 def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str | None = None,
                  brain_extraction: str | None = None, field_of_view: str | None = None,
-                 tissue_scaling: str | None = None) -> dict:  # fmt:skip
+                 tissue_scaling: str | None = None,
+                 intensity_scale: str | None = None,
+                 stripped_n4_grid: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or _input_of(kind)}  # fmt:skip
@@ -328,6 +344,10 @@ def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str |
         contract["brain_extraction"] = brain_extraction
     if field_of_view is not None:
         contract["field_of_view"] = field_of_view
+    if intensity_scale is not None:
+        contract["intensity_scale"] = intensity_scale
+    if stripped_n4_grid is not None:
+        contract["stripped_n4_grid"] = stripped_n4_grid
     if tissue_scaling is not None:
         contract["tissue_scaling"] = tissue_scaling
     if grid is not None:

@@ -59,7 +59,8 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
                      preprocessing: dict | None = None, voxel_mm=None) -> list[str]:  # fmt:skip
     """What makes one prediction doubtful: ages outside the training range, failed QC, a
     contrast unlike T1w, an input that came skull-stripped, preprocessing
-    (``brain_extraction``, ``field_of_view``) unlike the training scans', input voxels
+    (``brain_extraction``, ``field_of_view``, ``intensity_scale``, ``stripped_n4_grid``)
+    unlike the training scans', input voxels
     (``voxel_mm``, per axis) coarser than the working grid.
     """
     flags = []

@@ -121,7 +121,9 @@ def _template_images(qc: dict) -> tuple[nb.Nifti1Image, nb.Nifti1Image] | None:
 
 def _qc_table(qc: dict) -> str:
     rows = []
-    for section in ("conform", "brain_extraction", "registration", "measures", "template_maps"):
+    sections = ("conform", "n4", "brain_extraction", "registration", "segmentation", "measures",
+                "template_maps")  # fmt:skip
+    for section in sections:
         for key, value in qc.get(section, {}).items():
             if key == "flags":
                 continue

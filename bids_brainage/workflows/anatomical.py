@@ -55,14 +55,16 @@ def _single_step_wf(name: str, node: pe.Node, inputs: list[str], outputs: list[s
     return workflow
 
 
-def init_n4_wf(*, name: str = "n4_wf") -> pe.Workflow:
-    """N4 bias-field correction inside the head mask.
+def init_n4_wf(*, stripped_grid: str = "brain", name: str = "n4_wf") -> pe.Workflow:
+    """N4 bias-field correction inside the head mask (a skull-stripped input's field on its
+    own grid or, ``stripped_grid="head"``, on the grid a head would have).
 
     Inputs: in_file (conformed T1w). Outputs: out_file (N4-corrected T1w), qc.
     """
     workflow = _single_step_wf(
-        name, pe.Node(N4Correct(), name="n4"), ["in_file"], ["out_file", "qc"]
-    )
+        name, pe.Node(N4Correct(stripped_grid=stripped_grid), name="n4"), ["in_file"],
+        ["out_file", "qc"],
+    )  # fmt:skip
     workflow.__desc__ = "The image was corrected for intensity non-uniformity with N4 (ANTsPy)."
     return workflow
 
@@ -93,39 +95,47 @@ def init_brain_extraction_wf(
 
 
 def init_registration_wf(
-    *, template: dict, preset: str, seed: int, name: str = "registration_wf"
-) -> pe.Workflow:
-    """Brain-to-template affine + SyN registration.
+    *, template: dict, preset: str, seed: int, intensity: str = "linear",
+    name: str = "registration_wf",
+) -> pe.Workflow:  # fmt:skip
+    """Brain-to-template affine + SyN registration (of the intensities or their log).
 
     Inputs: in_file, in_mask, initial (head affine; unset: centres of mass). Outputs: forward,
     inverse, invert_flags, qc.
     """
     node = pe.Node(
-        RegisterToTemplate(template=template, preset=preset, seed=seed), name="registration"
+        RegisterToTemplate(template=template, preset=preset, seed=seed, intensity=intensity),
+        name="registration",
     )
     workflow = _single_step_wf(
         name, node, ["in_file", "in_mask", "initial"], ["forward", "inverse", "invert_flags", "qc"]
     )
     workflow.__desc__ = (
         "The brain was registered to the template brain with affine and SyN transforms "
-        f"('{preset}' preset)."
+        f"('{preset}' preset)"
+        + (", both on the logarithm of their intensities." if intensity == "log" else ".")
     )
     return workflow
 
 
-def init_segmentation_wf(*, template: dict, name: str = "segmentation_wf") -> pe.Workflow:
-    """Atropos CSF/GM/WM segmentation with the template's priors.
+def init_segmentation_wf(
+    *, template: dict, intensity: str = "linear", name: str = "segmentation_wf"
+) -> pe.Workflow:
+    """Atropos CSF/GM/WM segmentation with the template's priors, on the intensities or
+    (``intensity="log"``) their log.
 
-    Inputs: in_file, in_mask, inverse, invert_flags. Outputs: probseg (CSF, GM, WM), dseg.
+    Inputs: in_file, in_mask, inverse, invert_flags. Outputs: probseg (CSF, GM, WM), dseg, qc.
     """
-    node = pe.Node(Segment(template=template), name="segmentation")
+    node = pe.Node(Segment(template=template, intensity=intensity), name="segmentation")
     workflow = _single_step_wf(
-        name, node, ["in_file", "in_mask", "inverse", "invert_flags"], ["probseg", "dseg"]
+        name, node, ["in_file", "in_mask", "inverse", "invert_flags"], ["probseg", "dseg", "qc"]
     )
     workflow.__desc__ = (
         "The brain was segmented into CSF, grey and white matter with Atropos using the "
-        "template's tissue priors."
-    )
+        "template's tissue priors" + (
+            " on the logarithm of the intensities (which makes the classes blind to a "
+            "power-law change of contrast)." if intensity == "log" else ".")
+    )  # fmt:skip
     return workflow
 
 
@@ -172,6 +182,8 @@ def init_anat_preproc_wf(
     limits: dict | None = None,
     brain_extraction: str = "deepbet",
     field_of_view: str = "head",
+    intensity_scale: str = "linear",
+    stripped_n4_grid: str = "brain",
     threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
@@ -186,23 +198,27 @@ def init_anat_preproc_wf(
     -------
     t1w_preproc, brain_mask, dseg, probseg (CSF, GM, WM), xfm (template ← native displacement
     field), v2 (native), t1w_tpl, v2_tpl, modulated (CSF, GM, WM), histogram, volumes, and the
-    QC dicts qc_conform, qc_n4, qc_brain, qc_registration, qc_measures, qc_template_maps
+    QC dicts qc_conform, qc_n4, qc_brain, qc_registration, qc_segmentation, qc_measures,
+    qc_template_maps
     """
     if field_of_view not in ("head", "stored"):
         raise ValueError(f"field_of_view must be head or stored, not {field_of_view!r}")
     workflow = pe.Workflow(name=name)
     outputs = ["t1w_preproc", "brain_mask", "dseg", "probseg", "xfm", "v2", "t1w_tpl", "v2_tpl",
                "modulated", "histogram", "volumes", "qc_conform", "qc_n4", "qc_brain",
-               "qc_registration", "qc_measures", "qc_template_maps"]  # fmt:skip
+               "qc_registration", "qc_segmentation", "qc_measures",
+               "qc_template_maps"]  # fmt:skip
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     conform_wf = init_conform_wf(limits=limits, head_grid=field_of_view == "head")
-    n4_wf = init_n4_wf()
+    n4_wf = init_n4_wf(stripped_grid=stripped_n4_grid)
     brain_extraction_wf = init_brain_extraction_wf(
         template=template, seed=seed, method=brain_extraction, threads=threads
     )
-    registration_wf = init_registration_wf(template=template, preset=registration, seed=seed)
-    segmentation_wf = init_segmentation_wf(template=template)
+    registration_wf = init_registration_wf(
+        template=template, preset=registration, seed=seed, intensity=intensity_scale
+    )
+    segmentation_wf = init_segmentation_wf(template=template, intensity=intensity_scale)
     normalisation_wf = init_normalisation_wf()
     template_maps_wf = init_template_maps_wf(template=template)
     # The head affine starts the registration, but for deepbet masks on the head's grid: the
@@ -234,7 +250,8 @@ def init_anat_preproc_wf(
                                            ("outputnode.qc", "qc_brain")]),
         (registration_wf, outputnode, [("outputnode.qc", "qc_registration")]),
         (segmentation_wf, outputnode, [("outputnode.probseg", "probseg"),
-                                       ("outputnode.dseg", "dseg")]),
+                                       ("outputnode.dseg", "dseg"),
+                                       ("outputnode.qc", "qc_segmentation")]),
         (normalisation_wf, outputnode, [("outputnode.histogram", "histogram"),
                                         ("outputnode.volumes", "volumes"),
                                         ("outputnode.v2_file", "v2"),

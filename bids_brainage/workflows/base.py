@@ -8,7 +8,7 @@ from itertools import groupby
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..config import Config
+from ..config import NEW_PREPROCESSING, Config
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
 from .anatomical import init_anat_preproc_wf
@@ -51,6 +51,14 @@ def init_single_subject_wf(*, config: Config, scans: list[T1wScan], name: str) -
     return workflow
 
 
+def _resolved(settings, key: str) -> str:
+    """A preprocessing choice; "auto" (resolved from the bundles by the CLI, left by a config
+    built otherwise) gives what new bundles are trained on.
+    """
+    value = getattr(settings, key)
+    return NEW_PREPROCESSING[key] if value == "auto" else value
+
+
 def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
     """One T1w scan from raw file to committed derivatives.
 
@@ -77,8 +85,9 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
         seed=config.seeds.ants,
         limits=settings.conform_limits(),
         brain_extraction=settings.brain_extraction,
-        # the CLI resolves "auto" from the bundles; a config built otherwise gets the head grid
-        field_of_view="head" if settings.field_of_view == "auto" else settings.field_of_view,
+        field_of_view=_resolved(settings, "field_of_view"),
+        intensity_scale=_resolved(settings, "intensity_scale"),
+        stripped_n4_grid=_resolved(settings, "stripped_n4_grid"),
         threads=config.nipype.omp_nthreads,
     )
     relative = scan.path.relative_to(execution.bids_dir).as_posix()
@@ -143,6 +152,7 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
             ("outputnode.qc_conform", "conform"), ("outputnode.qc_n4", "n4"),
             ("outputnode.qc_brain", "brain_extraction"),
             ("outputnode.qc_registration", "registration"),
+            ("outputnode.qc_segmentation", "segmentation"),
             ("outputnode.qc_measures", "measures"),
             ("outputnode.qc_template_maps", "template_maps")]),
         (anat_preproc_wf, anat_derivatives_wf, [

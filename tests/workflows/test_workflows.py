@@ -82,6 +82,19 @@ def test_anat_preproc_wf_contract(tmp_path):
         names = workflow.get_node(step).list_node_names()
         assert "inputnode" in names and "outputnode" in names and len(names) == 3
     assert methods_text(workflow).count("Atropos") == 1
+    assert workflow.get_node("segmentation_wf.segmentation").inputs.intensity == "linear"
+
+
+def test_scan_graph_segments_what_the_settings_say(tmp_path):
+    """A config built without the CLI ("auto") segments as new bundles are trained: log."""
+    bids_dir = make_skeleton(tmp_path / "bids", ["sub-01/anat/sub-01_T1w.nii.gz"])
+    config = make_config(tmp_path, bids_dir)
+    for value, expected in (("auto", "log"), ("linear", "linear"), ("log", "log")):
+        config.workflow.intensity_scale = value
+        workflow = init_brainage_wf(config, collect_t1w(bids_dir))
+        node = workflow.get_node("sub_01_wf.t1w_wf.anat_preproc_wf.segmentation_wf.segmentation")
+        assert node.inputs.intensity == expected
+        assert ("logarithm of the intensities" in methods_text(workflow)) == (expected == "log")
 
 
 PLANS = {

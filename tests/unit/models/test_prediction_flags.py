@@ -56,3 +56,16 @@ def test_preprocessing_unlike_the_training_scans_is_flagged():
     ]
     newer = {"contract": {"brain_extraction": "deepbet", "field_of_view": "head"}}
     assert prediction_flags(newer, 40.0, 40.0, preprocessing={"field_of_view": "head"}) == []
+
+
+def test_intensity_scale_unlike_the_training_scans_is_flagged():
+    older = {"contract": {"field_of_view": "head"}}  # trained before log segmentation: linear
+    assert prediction_flags(older, 40.0, 40.0,
+                            preprocessing={"intensity_scale": "linear"}) == []  # fmt:skip
+    assert prediction_flags(
+        older, 40.0, 40.0, preprocessing={"intensity_scale": "log"}
+    ) == ["intensity_scale_unlike_training"]
+    newer = {"contract": {"intensity_scale": "log"}}
+    assert (
+        prediction_flags(newer, 40.0, 40.0, preprocessing={"intensity_scale": "log"}) == []
+    )

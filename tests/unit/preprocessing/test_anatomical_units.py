@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 
 from bids_brainage.preprocessing.anatomical import (
+    HEAD_GRID_MARGINS_MM,
     foreground_mask,
     given_brain,
+    head_sized_bounds,
     is_skull_stripped,
     kmeans_1d,
     largest_component,
@@ -90,6 +92,18 @@ def test_a_resampled_stripped_brain_keeps_a_haze_that_counts_as_zero(rng):
     assert np.mean(near_zero(head)) < 0.6  # the air's noise is not zero
 
 
+def test_head_sized_bounds_by_hand():
+    inside = np.zeros((50, 60, 70), bool)
+    inside[10:40, 5:50, 30:60] = True
+    low, high = head_sized_bounds(inside, (2.0, 2.0, 2.0))
+    assert HEAD_GRID_MARGINS_MM == ((32.0, 30.0), (28.0, 54.0), (84.0, 26.0))
+    assert low.tolist() == [10 - 16, 5 - 14, 30 - 42]
+    assert high.tolist() == [40 + 15, 50 + 27, 60 + 13]
+    low, high = head_sized_bounds(np.pad(inside, 60), (4.0, 2.0, 1.0))  # margins in mm
+    assert low.tolist() == [70 - 8, 65 - 14, 90 - 84]
+    assert high.tolist() == [100 + 8, 110 + 27, 120 + 26]
+
+
 def test_volumes_by_hand():
     probs = {"CSF": np.full((2, 2, 2), 0.25), "GM": np.full((2, 2, 2), 0.5),
              "WM": np.full((2, 2, 2), 0.25)}  # fmt:skip
@@ -132,3 +146,43 @@ def test_flags_from_step_facts():
         "modulation_inaccurate", "oblique", "registration_failed",
     ]  # fmt:skip
     assert derive_flags({"brain_extraction": {"brain_mask_ml": 1300.0}}) == []
+
+
+@pytest.mark.parametrize(("grid", "largest_difference"), [("head", 1e-3), ("brain", None)])
+def test_n4_of_a_stripped_brain_and_the_margin_it_is_stored_with(tmp_path, rng, grid,
+                                                                 largest_difference):  # fmt:skip
+    """The same skull-stripped brain (with a smooth bias), stored with 4 and with 40 voxels of
+    zeros around it: on the head-sized grid N4 corrects both alike; on the brain's own grid
+    (what bundles trained before the choice expect) the margin changes the correction.
+    """
+    import nibabel as nb
+
+    from bids_brainage.preprocessing.anatomical import n4_correct
+
+    shape = (56, 64, 56)
+    brain = ball(shape, (28, 32, 28), 24)  # 2 mm voxels: about 460 ml
+    x = np.linspace(-1, 1, shape[0])[:, None, None]
+    image = np.where(brain, 400.0 * (1 + 0.15 * x) + rng.normal(0, 10, shape), 0.0)
+    corrected = []
+    for margin in (4, 40):
+        data = np.pad(image[4:-4, 8:-8, 4:-4], margin)  # the brain spans 48 x 48 x 48 voxels
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        affine[:3, 3] = -2.0 * margin
+        in_file, out_file = tmp_path / f"in{margin}.nii.gz", tmp_path / f"out{margin}.nii.gz"
+        nb.Nifti1Image(data.astype(np.float32), affine).to_filename(in_file)
+        assert n4_correct(in_file, out_file, stripped_grid=grid)["stripped_grid"] == grid
+        out = np.asarray(nb.load(out_file).dataobj)
+        corrected.append(out[margin:-margin, margin:-margin, margin:-margin])
+    inside = corrected[0] > 0
+    difference = np.max(np.abs(corrected[0][inside] / corrected[1][inside] - 1))
+    if largest_difference is not None:
+        assert difference < largest_difference
+    else:  # 10.5 % apart when measured (docs/benchmarks.md, round 8)
+        assert difference > 0.02
+
+
+def test_n4_refuses_an_unknown_grid(tmp_path):
+    from bids_brainage.preprocessing.anatomical import n4_correct
+
+    with pytest.raises(ValueError, match="stripped_grid must be one of"):
+        n4_correct(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", stripped_grid="skull")
