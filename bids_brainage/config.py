@@ -58,8 +58,8 @@ class WorkflowSettings:
     # "stored": the stored field of view (what bundles trained before it expect); "auto":
     # the selected bundles' contracts decide, at run time
     field_of_view: str = "auto"
-    # "linear": Atropos on the intensities (what bundles trained before it expect); "log": on
-    # their log, blind to a power-law change of contrast; "auto": the bundles' contracts
+    # "linear": registration and Atropos on the intensities (what bundles trained before it
+    # expect); "log": on their log, blind to a power-law change of contrast; "auto": contracts
     intensity_scale: str = "auto"
     # a skull-stripped input's N4 field: "brain" on its own grid (what bundles trained before
     # it expect), "head" on the grid a head would have; "auto": the bundles' contracts

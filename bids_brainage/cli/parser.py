@@ -115,10 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
         "from the brains' centres of mass; stored: the scan's own field of view. Predictions "
         "of a bundle trained otherwise are flagged field_of_view_unlike_training")
     add("--intensity-scale", choices=("auto", "linear", "log"), default="auto",
-        help="auto (default): what the --model bundles were trained on (bundles older than log "
-        "segmentation: linear; with --model none: log); linear: Atropos segments the "
-        "intensities; log: their logarithm, which makes the tissue classes blind to a power-law "
-        "change of contrast. Predictions of a bundle trained otherwise are flagged "
+        help="auto (default): what the --model bundles were trained on (bundles older than the "
+        "choice: linear; with --model none: log); linear: registration and Atropos work on the "
+        "intensities; log: on their logarithm, which makes the warp and the tissue classes blind "
+        "to a power-law change of contrast. Predictions of a bundle trained otherwise are flagged "
         "intensity_scale_unlike_training")
     add("--stripped-n4-grid", choices=("auto", "brain", "head"), default="auto",
         help="for a skull-stripped input, the grid N4 estimates its bias field on: auto "

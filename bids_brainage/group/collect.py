@@ -107,7 +107,7 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
             # runs before the head grid kept the stored field of view
             "field_of_view": qc.get("conform", {}).get("field_of_view", "stored"),
-            # runs before log segmentation segmented the intensities
+            # runs before the log scale registered and segmented the intensities
             "intensity_scale": qc.get("segmentation", {}).get("intensity_scale", "linear"),
             # runs before the head-sized grid estimated a stripped input's field on its own
             "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),

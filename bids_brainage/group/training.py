@@ -151,8 +151,8 @@ PREPROCESSING = {  # contract key: (default of older derivatives, what to rerun)
 
 
 def preprocessing_of(scans: pd.DataFrame) -> dict:
-    """The one brain-extraction method, field of view and segmentation of the training scans
-    (the model learns what they produce); mixed ones are refused.
+    """The one brain extraction, field of view, intensity scale and stripped-input N4 grid of the
+    training scans (the model learns what they produce); mixed ones are refused.
     """
     found = {}
     for key, (default, rerun) in PREPROCESSING.items():

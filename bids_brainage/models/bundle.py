@@ -94,7 +94,7 @@ class Bundle:
 
     @property
     def intensity_scale(self) -> str:
-        """What Atropos segmented for its training scans (``linear`` or ``log``)."""
+        """The scale its training scans were registered and segmented on (``linear``, ``log``)."""
         return self.preprocessed_with("intensity_scale")
 
     @property
