@@ -115,6 +115,8 @@ def run_graph(config: Config, scans: list[T1wScan]) -> list[Failure]:
         "remove_unnecessary_outputs": False,
         "check_version": False,
         "get_linked_libs": False,
+        # by content, not timestamp: a dataset copied or re-synced (new mtimes) reuses -w
+        "hash_method": "content",
         "poll_sleep_duration": BATCH_POLL_S if config.nipype.batch_plugin else MULTIPROC_POLL_S,
     }
     # The scheduler reads its poll interval from the global config, nodes from the workflow's.

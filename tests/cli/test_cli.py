@@ -236,6 +236,24 @@ def test_rerun_restores_deleted_outputs_from_cache(synthetic_run, tmp_path):
     assert target.exists()
 
 
+def test_rerun_after_new_timestamps_reuses_the_work_folder(synthetic_run, tmp_path):
+    """A dataset re-synced without its mtimes (cluster copy, fresh checkout) hits the cache."""
+    scan = next(synthetic_run["bids"].glob("sub-01/ses-1/anat/*_T1w.nii.gz"))
+    conform = [p for p in synthetic_run["work"].rglob("result_conform.pklz")
+               if "sub_01" in str(p)]  # fmt:skip
+    stamps = {p: p.stat().st_mtime_ns for p in conform}
+    old = scan.stat()
+    os.utime(scan, (old.st_atime + 3600, old.st_mtime + 3600))
+    try:
+        code, _, err = run([synthetic_run["bids"], tmp_path / "out", "participant",
+                            "-w", synthetic_run["work"], "--participant-label", "01",
+                            "--nprocs", 1, "--skip-bids-validation"])  # fmt:skip
+    finally:
+        os.utime(scan, ns=(old.st_atime_ns, old.st_mtime_ns))
+    assert code == 0, err
+    assert stamps and {p: p.stat().st_mtime_ns for p in conform} == stamps
+
+
 def test_bad_inputs_fail_alone_with_one_line_each(tmp_path, bad_kit):
     bids_dir, expected = bad_kit
     before = tree_digest(bids_dir)
