@@ -186,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="YAML with 'plugin:' (MultiProc, Linear, SLURM, SLURMGraph, SGE, SGEGraph, PBS, "
         "PBSGraph) and 'plugin_args:', passed to Nipype for the participant graph")
     add("-w", "--work-dir", "--work_dir", type=Path, metavar="DIR",
-        help="intermediate results, reused between runs "
+        help="intermediate results, reused between runs and matched by file content "
         "(default: a folder in the system's temporary directory)")
     add("--seed", type=int, default=Seeds.master,
         help="master random seed; same input and seed give the same output")
