@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
 sys.path.insert(0, str(ROOT))
 
+from bids_brainage.preprocessing.qc import gm_wm_peak_ratio  # noqa: E402
 from bids_brainage.synthetic.nuisance import (  # noqa: E402
     TRANSFORMS,
     aligned_to_template,
@@ -96,11 +97,13 @@ def measure(out: Path, label: str) -> dict | None:
     try:
         age = pd.read_csv(anat / f"sub-{label}_brainage.tsv", sep="\t")["predicted_age"].iloc[0]
         volumes = pd.read_csv(anat / f"sub-{label}_desc-volumes_features.tsv", sep="\t").iloc[0]
-        flags = json.loads((anat / f"sub-{label}_qc.json").read_text())["flags"]
+        qc = json.loads((anat / f"sub-{label}_qc.json").read_text())
     except (OSError, KeyError, IndexError):
         return None
+    ratio = gm_wm_peak_ratio(qc.get("measures", {}))
     return {"age": float(age), "gm": float(volumes["gm_ml"]), "wm": float(volumes["wm_ml"]),
-            "csf": float(volumes["csf_ml"]), "flags": ",".join(flags)}  # fmt:skip
+            "csf": float(volumes["csf_ml"]), "flags": ",".join(qc["flags"]),
+            "peak_ratio": float("nan") if ratio is None else ratio}  # fmt:skip
 
 
 def run(
@@ -153,6 +156,8 @@ def run(
                 "delta_age": copy["age"] - base["age"],
                 **{f"delta_{t}_pct": 100 * (copy[t] - base[t]) / base[t]
                    for t in ("gm", "wm", "csf")},
+                "peak_ratio": copy["peak_ratio"],
+                "delta_peak_ratio": copy["peak_ratio"] - base["peak_ratio"],
                 "flags": copy["flags"],
             })  # fmt:skip
     if keep is None:
@@ -188,6 +193,8 @@ def rescore(keep: Path, bundle: str) -> pd.DataFrame:
                 "delta_age": ages[f"{label}{name}"] - ages[f"{label}orig"],
                 **{f"delta_{t}_pct": 100 * (copy[t] - base[t]) / base[t]
                    for t in ("gm", "wm", "csf")},
+                "peak_ratio": copy["peak_ratio"],
+                "delta_peak_ratio": copy["peak_ratio"] - base["peak_ratio"],
                 "flags": copy["flags"],
             })  # fmt:skip
     return pd.DataFrame(records)
@@ -206,6 +213,8 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
             "median_delta_wm_pct": ok["delta_wm_pct"].median(),
             "median_delta_csf_pct": ok["delta_csf_pct"].median(),
             "max_abs_delta_volume_pct": worst_volume,
+            # the GM/WM peak ratio that contrast_outside_training_range is judged on
+            "max_abs_delta_peak_ratio": ok["delta_peak_ratio"].abs().max(),
             "meets_targets": bool(abs_age.median() <= TARGET_MEDIAN
                                   and abs_age.max() <= TARGET_MAX
                                   and worst_volume <= TARGET_VOLUME and not part["failed"].any()),
@@ -277,15 +286,16 @@ def main() -> None:
     print(f"{opts.subjects} IXI scans, {len(opts.transforms)} transforms, {elapsed:.0f} s\n")
     print(
         "| transform | n | median abs Δ age (y) | max abs Δ age (y) | Δ GM % | Δ WM % | "
-        "Δ CSF % | max abs Δ volume % | targets |"
+        "Δ CSF % | max abs Δ volume % | max abs Δ GM/WM peak ratio | targets |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in table.itertuples():
         print(
             f"| {labels.get(row.transform, row.transform)} | {row.n} | "
             f"{row.median_abs_delta_age:.2f} | {row.max_abs_delta_age:.2f} | "
             f"{row.median_delta_gm_pct:+.1f} | {row.median_delta_wm_pct:+.1f} | "
             f"{row.median_delta_csf_pct:+.1f} | {row.max_abs_delta_volume_pct:.1f} | "
+            f"{row.max_abs_delta_peak_ratio:.3f} | "
             f"{'met' if row.meets_targets else 'not met'} |"
         )
 

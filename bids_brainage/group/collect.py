@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS
+from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS, gm_wm_peak_ratio
 from ..utils.bids import read_participants, scan_key, strip_prefix
 from ..utils.derivatives import ScanDerivatives, read_failure_records
 
@@ -49,6 +49,7 @@ HIDDEN_COLUMNS = (
     "field_of_view",
     "intensity_scale",
     "stripped_n4_grid",
+    "gm_wm_peak_ratio",
 )
 
 
@@ -111,6 +112,7 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             "intensity_scale": qc.get("segmentation", {}).get("intensity_scale", "linear"),
             # runs before the head-sized grid estimated a stripped input's field on its own
             "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
+            "gm_wm_peak_ratio": gm_wm_peak_ratio(qc.get("measures", {})),
         })  # fmt:skip
     return pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *HIDDEN_COLUMNS]), problems
 

@@ -99,8 +99,20 @@ def select_training_scans(table: pd.DataFrame, control_labels) -> tuple[pd.DataF
     return table[keep].reset_index(drop=True), {k: v for k, v in excluded.items() if v}
 
 
+def contrast_range(peak_ratios) -> dict:
+    """The training scans' GM/WM intensity-peak ratios: a prediction outside their range is
+    flagged ``contrast_outside_training_range`` (empty when none was measured).
+    """
+    values = pd.to_numeric(pd.Series(peak_ratios, dtype=object), errors="coerce").dropna()
+    if values.empty:
+        return {}
+    return {"gm_wm_peak_ratio": {"min": float(values.min()), "max": float(values.max()),
+                                 "median": float(values.median()), "n": int(len(values))}}
+
+
 def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selection: str) -> dict:
     age = scans["age"].astype(float)
+    contrast = contrast_range(scans["gm_wm_peak_ratio"]) if "gm_wm_peak_ratio" in scans else {}
     return {
         "dataset": {k: dataset.get(k) for k in ("Name", "License", "Acknowledgements",
                                                 "HowToAcknowledge") if dataset.get(k)},
@@ -112,6 +124,7 @@ def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selecti
         "sites": {str(k): int(v) for k, v in scans["site"].value_counts().items()},
         "selection": selection,
         "excluded": excluded,
+        **({"contrast": contrast} if contrast else {}),
     }  # fmt:skip
 
 

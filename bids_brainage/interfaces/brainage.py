@@ -42,6 +42,7 @@ class PredictBrainAge(SimpleInterface):
         from ..models.bundle import load_bundle
         from ..models.inputs import ScanFeatures
         from ..models.predict import predict_table
+        from ..preprocessing.qc import gm_wm_peak_ratio
 
         modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
         features = ScanFeatures(histogram=self.inputs.histogram,
@@ -58,7 +59,8 @@ class PredictBrainAge(SimpleInterface):
             "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid"),
         }
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
-                              preprocessing, conform.get("voxel_size_mm"))  # fmt:skip
+                              preprocessing, conform.get("voxel_size_mm"),
+                              gm_wm_peak_ratio(qc.get("measures", {})))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

@@ -39,6 +39,8 @@ BRAINAGE_COLUMNS = {
                                "fractions): the features are not trustworthy",
                   "unlike_training_contrast": "grey/white-matter contrast unlike a T1w scan "
                                               "(GM/WM peak ratio above 0.92)",
+                  "contrast_outside_training_range": "GM/WM intensity-peak ratio outside the "
+                                                     "range of the model's training scans",
                   "voxels_coarser_than_training": "the input's largest voxel edge is over 1.25 "
                                                   "times the model's working grid: detail the "
                                                   "model learnt from is missing",
@@ -56,9 +58,11 @@ ROI_COLUMNS = {
 
 
 def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(),
-                     preprocessing: dict | None = None, voxel_mm=None) -> list[str]:  # fmt:skip
+                     preprocessing: dict | None = None, voxel_mm=None,
+                     peak_ratio: float | None = None) -> list[str]:  # fmt:skip
     """What makes one prediction doubtful: ages outside the training range, failed QC, a
-    contrast unlike T1w, an input that came skull-stripped, preprocessing
+    contrast unlike T1w or a GM/WM peak ratio (``peak_ratio``) outside the training scans'
+    range, an input that came skull-stripped, preprocessing
     (``brain_extraction``, ``field_of_view``, ``intensity_scale``, ``stripped_n4_grid``)
     unlike the training scans', input voxels
     (``voxel_mm``, per axis) coarser than the working grid.
@@ -76,6 +80,10 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
         flags.append("failed_qc")
     if "unlike_t1w_contrast" in qc_flags:
         flags.append("unlike_training_contrast")
+    ratios = card.get("training_data", {}).get("contrast", {}).get("gm_wm_peak_ratio", {})
+    if peak_ratio is not None and ratios and not ratios["min"] <= peak_ratio <= ratios["max"]:
+        # IXI175 (ratio 0.91, training 0.61-0.74) read 14 y young (docs/benchmarks.md)
+        flags.append("contrast_outside_training_range")
     if "skull_stripped_input" in qc_flags:
         # measured on 7 held-out IXI scans: stripped copies move the age by up to 7.7 y (9.1
         # aligned to MNI), other nuisances by at most 3.1 y (docs/benchmarks.md, round 8)
@@ -92,7 +100,8 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
 
 
 def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None,
-                  qc_flags=(), preprocessing: dict | None = None, voxel_mm=None):  # fmt:skip
+                  qc_flags=(), preprocessing: dict | None = None, voxel_mm=None,
+                  peak_ratio: float | None = None):  # fmt:skip
     """One row per bundle: prediction, conformal interval, chronological age, brain-PAD and
     the flags that make the prediction doubtful.
     """
@@ -102,7 +111,7 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
         halfwidth = bundle.halfwidth
         known = age is not None and not (isinstance(age, float) and math.isnan(age))
         flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags,
-                                 preprocessing, voxel_mm)  # fmt:skip
+                                 preprocessing, voxel_mm, peak_ratio)  # fmt:skip
         rows.append({
             "model": bundle.name,
             "model_kind": bundle.kind,

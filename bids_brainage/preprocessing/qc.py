@@ -15,6 +15,14 @@ UNTRUSTWORTHY_FLAGS = frozenset(
 )  # fmt:skip
 
 
+def gm_wm_peak_ratio(measures: dict) -> float | None:
+    """Grey- over white-matter intensity peak of the N4-corrected T1w (None if not measured)."""
+    gm_peak, wm_peak = measures.get("gm_peak"), measures.get("wm_peak")
+    if gm_peak is None or not wm_peak:
+        return None
+    return float(gm_peak) / float(wm_peak)
+
+
 def derive_flags(steps: dict[str, dict]) -> list[str]:
     """Sorted flags: a reviewer reads these first; ``registration_failed`` and
     ``implausible_brain_volume`` mean the scan's features should not be trusted.
@@ -36,9 +44,8 @@ def derive_flags(steps: dict[str, dict]) -> list[str]:
         and not PLAUSIBLE_GM_FRACTION[0] <= gm_fraction <= PLAUSIBLE_GM_FRACTION[1]
     ):
         flags.add("implausible_tissue_fractions")
-    measures = steps.get("measures", {})
-    gm_peak, wm_peak = measures.get("gm_peak"), measures.get("wm_peak")
-    if gm_peak is not None and wm_peak and gm_peak / wm_peak > MAX_T1W_GM_WM_PEAK_RATIO:
+    ratio = gm_wm_peak_ratio(steps.get("measures", {}))
+    if ratio is not None and ratio > MAX_T1W_GM_WM_PEAK_RATIO:
         flags.add("unlike_t1w_contrast")
     ratios = [v for k, v in steps.get("template_maps", {}).items() if k.endswith("volume_ratio")]
     if any(abs(r - 1) > MAX_MODULATION_ERROR for r in ratios):

@@ -114,6 +114,11 @@ def model_card_markdown(card: dict) -> str:
         f"- Selection: {data['selection']}",
         f"- Excluded: {data['excluded'] or 'none'}",
     ]
+    ratio = data.get("contrast", {}).get("gm_wm_peak_ratio")
+    if ratio:
+        lines += [f"- GM/WM intensity-peak ratio (contrast) {ratio['min']:.3f}–{ratio['max']:.3f} "
+                  f"(median {ratio['median']:.3f}, {ratio['n']} scans): a scan outside this "
+                  "range is flagged `contrast_outside_training_range`."]
     if data["dataset"].get("Acknowledgements"):
         lines += [f"- Acknowledgement: {data['dataset']['Acknowledgements']}"]
     lines += ["", "## Cross-validated accuracy (mean ± SD over folds)", "",

@@ -87,7 +87,9 @@ def make_feature_derivatives(
         qc = {"scan": {"subject": subject, "site": site, "site_source": "participants.tsv",
                        "source": f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz"},
               "template": {"name": FALLBACK_TEMPLATE, "resolution": int(voxel_mm),
-                           "source": "synthetic"}, "flags": []}  # fmt:skip
+                           "source": "synthetic"}, "flags": [],
+              # GM/WM peak ratios 0.650-0.689 by index: no draw, the maps stay the same
+              "measures": {"gm_peak": 325.0 + 0.5 * (index % 40), "wm_peak": 500.0}}  # fmt:skip
         (out / derivative_path({**ents, "suffix": "qc", "extension": ".json"})).write_text(
             json.dumps(qc)
         )

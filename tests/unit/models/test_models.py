@@ -150,6 +150,14 @@ def test_training_command_writes_bundle_card_predictions_and_figures(trained, fe
         assert (bundle / "figures" / f"{figure}.png").stat().st_size > 1000
     text = (bundle / "model_card.md").read_text()
     assert "synthetic features" in text and "| site |" in text
+    # the training scans' contrast, from their QC files, bounds contrast_outside_training_range
+    ratios = [json.loads(f.read_text())["measures"] for f in feature_dataset["derivatives"].rglob(
+        "sub-*_qc.json")]  # fmt:skip
+    ratios = [m["gm_peak"] / m["wm_peak"] for m in ratios]
+    contrast = card["training_data"]["contrast"]["gm_wm_peak_ratio"]
+    assert (contrast["min"], contrast["max"], contrast["n"]) == (min(ratios), max(ratios), 40)
+    assert contrast["median"] == pytest.approx(float(np.median(ratios)))
+    assert "GM/WM intensity-peak ratio (contrast) 0.650–0.689" in text
     assert set(card["files"]) >= {"weights.safetensors", "model_card.md", "oof_predictions.tsv"}
 
 

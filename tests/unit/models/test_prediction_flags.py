@@ -3,8 +3,11 @@ a contrast unlike T1w."""
 
 from __future__ import annotations
 
+import pytest
+
+from bids_brainage.group.training import contrast_range
 from bids_brainage.models.predict import prediction_flags
-from bids_brainage.preprocessing.qc import derive_flags
+from bids_brainage.preprocessing.qc import derive_flags, gm_wm_peak_ratio
 
 CARD = {"training_data": {"age": {"min": 20.17, "max": 81.94}}}
 
@@ -25,6 +28,25 @@ def test_failed_qc_and_contrast_travel_into_the_prediction():
     ]
     # stripped input is less certain than a head (round 8's benchmark), though not failed QC
     assert prediction_flags(CARD, 45.0, 50.0, ["skull_stripped_input"]) == ["skull_stripped_input"]
+
+
+def test_contrast_outside_the_training_scans_range_is_flagged():
+    outside = "contrast_outside_training_range"
+    card = {"training_data": {**CARD["training_data"],
+                              "contrast": contrast_range([0.612, 0.70, float("nan"), 0.742])}}
+    assert card["training_data"]["contrast"]["gm_wm_peak_ratio"] == {
+        "min": 0.612, "max": 0.742, "median": 0.70, "n": 3}  # NaN: not measured, left out
+    assert prediction_flags(card, 45.0, 50.0, peak_ratio=0.612) == []  # the ends are inside
+    assert prediction_flags(card, 45.0, 50.0, peak_ratio=0.742) == []
+    # IXI175 (log-scale run): 9 SD beyond the 127 training scans (docs/benchmarks.md)
+    ixi175 = gm_wm_peak_ratio({"gm_peak": 439.2498, "wm_peak": 481.5174})
+    assert ixi175 == pytest.approx(0.912, abs=1e-3)
+    assert prediction_flags(card, 45.0, 50.0, peak_ratio=ixi175) == [outside]
+    assert prediction_flags(card, 45.0, 50.0, peak_ratio=0.55) == [outside]
+    assert prediction_flags(card, 45.0, 50.0, peak_ratio=None) == []  # not measured
+    assert prediction_flags(CARD, 45.0, 50.0, peak_ratio=0.95) == []  # an older card: no range
+    assert contrast_range([]) == {} and contrast_range([None, float("nan")]) == {}
+    assert gm_wm_peak_ratio({}) is None and gm_wm_peak_ratio({"gm_peak": 1.0, "wm_peak": 0}) is None
 
 
 def test_inputs_coarser_than_the_working_grid_are_flagged():
