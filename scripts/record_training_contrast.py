@@ -48,7 +48,10 @@ def check_matches(card: dict, scans: pd.DataFrame, bundle: Path) -> None:
         trained_on = set(pd.read_csv(oof, sep="\t")["participant_id"])
         if trained_on != set(scans["participant_id"]):
             sys.exit(f"{bundle}: the training scans found differ from its oof_predictions.tsv")
+    stripped = scans["qc_flags"].fillna("").str.contains("skull_stripped_input").any()
     for key, used in preprocessing_of(scans).items():
+        if key == "stripped_n4_grid" and not stripped:  # it changes stripped inputs only
+            continue
         trained_with = card["contract"].get(key, CONTRACT_DEFAULTS.get(key))
         if used != trained_with:
             sys.exit(f"{bundle}: the derivatives used {key}={used}, the bundle {trained_with}")
