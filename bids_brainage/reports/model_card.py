@@ -13,6 +13,7 @@ import pandas as pd  # noqa: E402
 
 from ..models.classical import COPY_SHIFT_LIMIT, COPY_SHIFT_PERCENTILE  # noqa: E402
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
+from ..models.predict import CONTRAST_TOLERANCE  # noqa: E402
 from ..utils.io import atomic_path  # noqa: E402
 
 
@@ -117,8 +118,9 @@ def model_card_markdown(card: dict) -> str:
     ratio = data.get("contrast", {}).get("gm_wm_peak_ratio")
     if ratio:
         lines += [f"- GM/WM intensity-peak ratio (contrast) {ratio['min']:.3f}–{ratio['max']:.3f} "
-                  f"(median {ratio['median']:.3f}, {ratio['n']} scans): a scan outside this "
-                  "range is flagged `contrast_outside_training_range`."]
+                  f"(median {ratio['median']:.3f}, {ratio['n']} scans): a scan more than "
+                  f"{CONTRAST_TOLERANCE:g} outside this range is flagged "
+                  "`contrast_outside_training_range`."]
     if data["dataset"].get("Acknowledgements"):
         lines += [f"- Acknowledgement: {data['dataset']['Acknowledgements']}"]
     lines += ["", "## Cross-validated accuracy (mean ± SD over folds)", "",

@@ -157,7 +157,7 @@ def test_training_command_writes_bundle_card_predictions_and_figures(trained, fe
     contrast = card["training_data"]["contrast"]["gm_wm_peak_ratio"]
     assert (contrast["min"], contrast["max"], contrast["n"]) == (min(ratios), max(ratios), 40)
     assert contrast["median"] == pytest.approx(float(np.median(ratios)))
-    assert "GM/WM intensity-peak ratio (contrast) 0.650–0.689" in text
+    assert "GM/WM intensity-peak ratio (contrast) 0.650–0.689" in text and "more than 0.05" in text
     assert set(card["files"]) >= {"weights.safetensors", "model_card.md", "oof_predictions.tsv"}
 
 
