@@ -100,8 +100,8 @@ def select_training_scans(table: pd.DataFrame, control_labels) -> tuple[pd.DataF
 
 
 def contrast_range(peak_ratios) -> dict:
-    """The training scans' GM/WM intensity-peak ratios: a prediction outside their range is
-    flagged ``contrast_outside_training_range`` (empty when none was measured).
+    """The training scans' GM/WM intensity-peak ratios: a prediction well outside their range
+    is flagged ``contrast_outside_training_range`` (empty when none was measured).
     """
     values = pd.to_numeric(pd.Series(peak_ratios, dtype=object), errors="coerce").dropna()
     if values.empty:

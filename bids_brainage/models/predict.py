@@ -44,8 +44,8 @@ BRAINAGE_COLUMNS = {
                   "unlike_training_contrast": "grey/white-matter contrast unlike a T1w scan "
                                               "(GM/WM peak ratio above 0.92)",
                   "contrast_outside_training_range": "GM/WM intensity-peak ratio more than "
-                                                     "0.05 outside the range of the model's "
-                                                     "training scans",
+                                                     f"{CONTRAST_TOLERANCE:g} outside the range "
+                                                     "of the model's training scans",
                   "voxels_coarser_than_training": "the input's largest voxel edge is over 1.25 "
                                                   "times the model's working grid: detail the "
                                                   "model learnt from is missing",
