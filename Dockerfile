@@ -14,6 +14,9 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # --- build: a virtual environment with the app and its dependencies -----------------------------
 FROM ${BASE_IMAGE} AS builder
+# build stages only (the runtime stage starts afresh): scripts/container_test.sh removes the
+# images carrying it once its build is done
+LABEL org.bids_brainage.stage="build"
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/venv/bin:$PATH

@@ -80,11 +80,18 @@ if ls "$WHEELS"/torch-*+cpu-*.whl > /dev/null 2>&1; then
     mounts+=(-v "$WHEELS:/opt/wheels:ro")
     torch_index=https://pypi.org/simple  # the local CPU wheel wins: its +cpu version sorts last
 fi
+replaced=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2> /dev/null || true)
 start=$(date +%s)
 podman build --quiet --network host "${mounts[@]}" \
     --build-arg BASE_IMAGE="$BASE" --build-arg PREFETCH_TEMPLATES=0 \
     --build-arg TORCH_INDEX_URL="$torch_index" -t "$IMAGE" . > /dev/null
 build_s=$(seconds "$start")
+# What this build leaves behind: its build stages and the image it untagged. Left there, every
+# test build kept 1.5-3 GB, and a disk filled by earlier builds failed a later one.
+podman image prune --all --force --filter label=org.bids_brainage.stage=build > /dev/null
+if [ -n "$replaced" ] && [ "$replaced" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
+    podman rmi "$replaced" > /dev/null 2>&1 || true
+fi
 size_mb=$(( $(podman image inspect --format '{{.Size}}' "$IMAGE") / 1000000 ))
 say "image $IMAGE built in $build_s s, $size_mb MB"
 
