@@ -21,8 +21,22 @@ mkdir -p "$WORK"
 # mktemp makes the folder 0700; the image runs as user 1000 and bosh's job script lies in it
 chmod 755 "$WORK"
 SERVICE_PID=
+remove_build_leftovers() {
+    # What a test build leaves: its build stages (labelled in the Dockerfile) and, when a step
+    # failed, buildah's working containers on them. Only ours: the label picks them.
+    local id image key=org.bids_brainage.stage
+    command -v podman > /dev/null || return 0
+    podman ps --all --external --format '{{.ID}} {{.ImageID}}' 2> /dev/null | while read -r id image; do
+        if podman image inspect --format "{{index .Labels \"$key\"}}" "$image" \
+            2> /dev/null | grep -qx build; then
+            podman rm --force "$id" > /dev/null 2>&1 || true
+        fi
+    done
+    podman image prune --all --force --filter "label=$key=build" > /dev/null 2>&1 || true
+}
 cleanup() {
     if [ -n "$SERVICE_PID" ]; then kill "$SERVICE_PID" 2> /dev/null || true; fi
+    remove_build_leftovers
     if [ "${KEEP:-0}" != 1 ]; then rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -51,6 +65,14 @@ events_logger = "file"
 EOF
 export CONTAINERS_CONF=$WORK/containers.conf
 mkdir -p /etc/containers && touch /etc/containers/nodocker  # podman-docker's notice off
+
+# --- room to build: a failed earlier build can have left gigabytes; then the disk must hold it ---
+remove_build_leftovers
+NEED_GB=${CONTAINER_TEST_NEED_GB:-12}  # a cold build peaked at 10 GB on disk (docs/benchmarks.md)
+storage=$(podman info --format '{{.Store.GraphRoot}}')
+free_gb=$(( $(df --output=avail -k "$storage" | tail -1) / 1048576 ))
+[ "$free_gb" -ge "$NEED_GB" ] \
+    || fail "$storage has $free_gb GB free; building the image needs about $NEED_GB GB"
 
 # --- base image: Debian 12 minbase with Python 3.11 --------------------------------------------
 if ! podman image exists "$BASE"; then
@@ -82,13 +104,13 @@ if ls "$WHEELS"/torch-*+cpu-*.whl > /dev/null 2>&1; then
 fi
 replaced=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2> /dev/null || true)
 start=$(date +%s)
-podman build --quiet --network host "${mounts[@]}" \
+podman build --quiet --force-rm --network host "${mounts[@]}" \
     --build-arg BASE_IMAGE="$BASE" --build-arg PREFETCH_TEMPLATES=0 \
     --build-arg TORCH_INDEX_URL="$torch_index" -t "$IMAGE" . > /dev/null
 build_s=$(seconds "$start")
 # What this build leaves behind: its build stages and the image it untagged. Left there, every
 # test build kept 1.5-3 GB, and a disk filled by earlier builds failed a later one.
-podman image prune --all --force --filter label=org.bids_brainage.stage=build > /dev/null
+remove_build_leftovers
 if [ -n "$replaced" ] && [ "$replaced" != "$(podman image inspect --format '{{.Id}}' "$IMAGE")" ]; then
     podman rmi "$replaced" > /dev/null 2>&1 || true
 fi
