@@ -103,7 +103,8 @@ def measure(out: Path, label: str) -> dict | None:
     ratio = gm_wm_peak_ratio(qc.get("measures", {}))
     return {"age": float(age), "gm": float(volumes["gm_ml"]), "wm": float(volumes["wm_ml"]),
             "csf": float(volumes["csf_ml"]), "flags": ",".join(qc["flags"]),
-            "peak_ratio": float("nan") if ratio is None else ratio}  # fmt:skip
+            "peak_ratio": float("nan") if ratio is None else ratio,
+            "cnr": float(qc.get("measures", {}).get("cnr_gm_wm", float("nan")))}  # fmt:skip
 
 
 def run(
@@ -158,6 +159,7 @@ def run(
                    for t in ("gm", "wm", "csf")},
                 "peak_ratio": copy["peak_ratio"],
                 "delta_peak_ratio": copy["peak_ratio"] - base["peak_ratio"],
+                "delta_cnr_pct": 100 * (copy["cnr"] - base["cnr"]) / base["cnr"],
                 "flags": copy["flags"],
             })  # fmt:skip
     if keep is None:
@@ -195,6 +197,7 @@ def rescore(keep: Path, bundle: str) -> pd.DataFrame:
                    for t in ("gm", "wm", "csf")},
                 "peak_ratio": copy["peak_ratio"],
                 "delta_peak_ratio": copy["peak_ratio"] - base["peak_ratio"],
+                "delta_cnr_pct": 100 * (copy["cnr"] - base["cnr"]) / base["cnr"],
                 "flags": copy["flags"],
             })  # fmt:skip
     return pd.DataFrame(records)
@@ -215,6 +218,8 @@ def summarise(records: pd.DataFrame) -> pd.DataFrame:
             "max_abs_delta_volume_pct": worst_volume,
             # the GM/WM peak ratio that contrast_outside_training_range is judged on
             "max_abs_delta_peak_ratio": ok["delta_peak_ratio"].abs().max(),
+            # the CNR that contrast_to_noise_below_training_range is judged on: its largest drop
+            "min_delta_cnr_pct": ok["delta_cnr_pct"].min(),
             "meets_targets": bool(abs_age.median() <= TARGET_MEDIAN
                                   and abs_age.max() <= TARGET_MAX
                                   and worst_volume <= TARGET_VOLUME and not part["failed"].any()),
@@ -286,16 +291,17 @@ def main() -> None:
     print(f"{opts.subjects} IXI scans, {len(opts.transforms)} transforms, {elapsed:.0f} s\n")
     print(
         "| transform | n | median abs Δ age (y) | max abs Δ age (y) | Δ GM % | Δ WM % | "
-        "Δ CSF % | max abs Δ volume % | max abs Δ GM/WM peak ratio | targets |"
+        "Δ CSF % | max abs Δ volume % | max abs Δ GM/WM peak ratio | largest CNR drop % | "
+        "targets |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for row in table.itertuples():
         print(
             f"| {labels.get(row.transform, row.transform)} | {row.n} | "
             f"{row.median_abs_delta_age:.2f} | {row.max_abs_delta_age:.2f} | "
             f"{row.median_delta_gm_pct:+.1f} | {row.median_delta_wm_pct:+.1f} | "
             f"{row.median_delta_csf_pct:+.1f} | {row.max_abs_delta_volume_pct:.1f} | "
-            f"{row.max_abs_delta_peak_ratio:.3f} | "
+            f"{row.max_abs_delta_peak_ratio:.3f} | {min(row.min_delta_cnr_pct, 0):.0f} | "
             f"{'met' if row.meets_targets else 'not met'} |"
         )
 

@@ -1,6 +1,7 @@
-"""Record the training scans' GM/WM intensity-peak ratios in the card of a bundle trained
-before the card kept them (``training_data.contrast``, what ``contrast_outside_training_range``
-is judged against). The weights are not touched.
+"""Record the training scans' GM/WM intensity-peak ratios and contrast-to-noise ratios in the
+card of a bundle trained before the card kept them (``training_data.contrast``, what
+``contrast_outside_training_range`` and ``contrast_to_noise_below_training_range`` are judged
+against). The weights are not touched.
 
     .venv/bin/python scripts/record_training_contrast.py DERIVATIVES BUNDLE [BUNDLE ...]
 
@@ -64,8 +65,9 @@ def record(bundle: Path, contrast: dict, explained_sha: dict[str, str]) -> None:
         card["explains"]["model_json_sha256"] = explained_sha[card["explains"]["name"]]
     card.setdefault("amendments", []).append({
         "date": datetime.date.today().isoformat(),
-        "what": "training_data.contrast recorded from the training scans' own preprocessing "
-                "(scripts/record_training_contrast.py); weights unchanged"})  # fmt:skip
+        "what": f"training_data.contrast ({', '.join(contrast)}) recorded from the training "
+                "scans' own preprocessing (scripts/record_training_contrast.py); weights "
+                "unchanged"})  # fmt:skip
     render = unoise_card_markdown if card["kind"] == "unoise" else model_card_markdown
     (bundle / "model_card.md").write_text(render(card))
     card["files"] = {name: sha256(bundle / name) for name in card["files"]}
@@ -78,9 +80,10 @@ def main():
     parser.add_argument("bundles", nargs="+", type=Path)
     opts = parser.parse_args()
     scans = training_scans(opts.derivatives)
-    contrast = contrast_range(scans["gm_wm_peak_ratio"])
-    if contrast["gm_wm_peak_ratio"]["n"] != len(scans):
-        sys.exit("some training scans have no GM/WM peaks in their QC file")
+    contrast = contrast_range(scans["gm_wm_peak_ratio"], scans["cnr_gm_wm"])
+    for name in ("gm_wm_peak_ratio", "cnr_gm_wm"):
+        if contrast.get(name, {}).get("n") != len(scans):
+            sys.exit(f"some training scans have no {name} in their QC file")
     cards = {b: json.loads((b / "model.json").read_text()) for b in opts.bundles}
     for bundle, card in cards.items():
         check_matches(card, scans, bundle)
@@ -89,7 +92,7 @@ def main():
     for bundle in sorted(opts.bundles, key=lambda b: cards[b]["kind"] == "unoise"):
         record(bundle, contrast, explained_sha)
         explained_sha[cards[bundle]["name"]] = sha256(bundle / "model.json")
-        print(f"{bundle}: GM/WM peak ratio {contrast['gm_wm_peak_ratio']}")
+        print(f"{bundle}: {contrast}")
 
 
 if __name__ == "__main__":

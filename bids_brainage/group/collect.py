@@ -50,6 +50,7 @@ HIDDEN_COLUMNS = (
     "intensity_scale",
     "stripped_n4_grid",
     "gm_wm_peak_ratio",
+    "cnr_gm_wm",
 )
 
 
@@ -113,6 +114,7 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             # runs before the head-sized grid estimated a stripped input's field on its own
             "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
             "gm_wm_peak_ratio": gm_wm_peak_ratio(qc.get("measures", {})),
+            "cnr_gm_wm": qc.get("measures", {}).get("cnr_gm_wm"),
         })  # fmt:skip
     return pd.DataFrame(rows, columns=[*SCAN_COLUMNS, *HIDDEN_COLUMNS]), problems
 

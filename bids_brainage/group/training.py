@@ -99,20 +99,24 @@ def select_training_scans(table: pd.DataFrame, control_labels) -> tuple[pd.DataF
     return table[keep].reset_index(drop=True), {k: v for k, v in excluded.items() if v}
 
 
-def contrast_range(peak_ratios) -> dict:
-    """The training scans' GM/WM intensity-peak ratios: a prediction well outside their range
-    is flagged ``contrast_outside_training_range`` (empty when none was measured).
+def contrast_range(peak_ratios, cnr=()) -> dict:
+    """The training scans' GM/WM intensity-peak ratios and GM/WM contrast-to-noise ratios: a
+    prediction well outside the first range is flagged ``contrast_outside_training_range``,
+    one well below the second ``contrast_to_noise_below_training_range``. Measures nobody
+    measured are left out (an empty dict when none was).
     """
-    values = pd.to_numeric(pd.Series(peak_ratios, dtype=object), errors="coerce").dropna()
-    if values.empty:
-        return {}
-    return {"gm_wm_peak_ratio": {"min": float(values.min()), "max": float(values.max()),
-                                 "median": float(values.median()), "n": int(len(values))}}
+    ranges = {}
+    for name, measured in (("gm_wm_peak_ratio", peak_ratios), ("cnr_gm_wm", cnr)):
+        values = pd.to_numeric(pd.Series(measured, dtype=object), errors="coerce").dropna()
+        if not values.empty:
+            ranges[name] = {"min": float(values.min()), "max": float(values.max()),
+                            "median": float(values.median()), "n": int(len(values))}  # fmt:skip
+    return ranges
 
 
 def training_summary(scans: pd.DataFrame, excluded: dict, dataset: dict, selection: str) -> dict:
     age = scans["age"].astype(float)
-    contrast = contrast_range(scans["gm_wm_peak_ratio"]) if "gm_wm_peak_ratio" in scans else {}
+    contrast = contrast_range(scans.get("gm_wm_peak_ratio", ()), scans.get("cnr_gm_wm", ()))
     return {
         "dataset": {k: dataset.get(k) for k in ("Name", "License", "Acknowledgements",
                                                 "HowToAcknowledge") if dataset.get(k)},

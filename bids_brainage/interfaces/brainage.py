@@ -60,7 +60,8 @@ class PredictBrainAge(SimpleInterface):
         }
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
                               preprocessing, conform.get("voxel_size_mm"),
-                              gm_wm_peak_ratio(qc.get("measures", {})))  # fmt:skip
+                              gm_wm_peak_ratio(qc.get("measures", {})),
+                              qc.get("measures", {}).get("cnr_gm_wm"))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

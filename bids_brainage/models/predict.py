@@ -17,6 +17,12 @@ COARSER_VOXELS_RATIO = 1.25
 # of the same scan (resampled, oblique, cropped, noisy) moved it by up to 0.046 on 3 IXI scans,
 # where the 127 training scans spread with an SD of 0.020 (docs/benchmarks.md, round 11).
 CONTRAST_TOLERANCE = 0.05
+# How far a scan's GM/WM contrast-to-noise ratio may fall below the training scans' lowest
+# unflagged, as a fraction of it: copies of 3 IXI scans (resampled, oblique, cropped, 3 % noise,
+# gamma) lowered it by up to 13 %. More noise lowers it further and pulls the age towards the
+# training mean: 10 % noise, CNR 5.7 -> 1.8, moved a 27-year-old by +6.1 y and a 75-year-old by
+# -7.1 y (docs/benchmarks.md, round 12).
+CNR_TOLERANCE = 0.15
 
 BRAINAGE_COLUMNS = {
     "model": {"Description": "Name of the model bundle"},
@@ -46,6 +52,12 @@ BRAINAGE_COLUMNS = {
                   "contrast_outside_training_range": "GM/WM intensity-peak ratio more than "
                                                      f"{CONTRAST_TOLERANCE:g} outside the range "
                                                      "of the model's training scans",
+                  "contrast_to_noise_below_training_range": "GM/WM contrast-to-noise ratio "
+                                                            "more than "
+                                                            f"{CNR_TOLERANCE:.0%} below the "
+                                                            "lowest of the model's training "
+                                                            "scans: noise pulls the prediction "
+                                                            "towards the training mean",
                   "voxels_coarser_than_training": "the input's largest voxel edge is over 1.25 "
                                                   "times the model's working grid: detail the "
                                                   "model learnt from is missing",
@@ -64,10 +76,12 @@ ROI_COLUMNS = {
 
 def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(),
                      preprocessing: dict | None = None, voxel_mm=None,
-                     peak_ratio: float | None = None) -> list[str]:  # fmt:skip
+                     peak_ratio: float | None = None,
+                     cnr: float | None = None) -> list[str]:  # fmt:skip
     """What makes one prediction doubtful: ages outside the training range, failed QC, a
     contrast unlike T1w or a GM/WM peak ratio (``peak_ratio``) outside the training scans'
-    range, an input that came skull-stripped, preprocessing
+    range, a GM/WM contrast-to-noise ratio (``cnr``) below theirs, an input that came
+    skull-stripped, preprocessing
     (``brain_extraction``, ``field_of_view``, ``intensity_scale``, ``stripped_n4_grid``)
     unlike the training scans', input voxels
     (``voxel_mm``, per axis) coarser than the working grid.
@@ -92,6 +106,10 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
         # the ratio follows the segmentation: on the log scale IXI175's was 0.91 (training
         # 0.61-0.74) and a log-scale model read it 37 y young (docs/benchmarks.md, round 10)
         flags.append("contrast_outside_training_range")
+    lowest_cnr = card.get("training_data", {}).get("contrast", {}).get("cnr_gm_wm", {}).get("min")
+    if cnr is not None and not math.isnan(cnr) and lowest_cnr is not None:
+        if cnr < (1 - CNR_TOLERANCE) * lowest_cnr:
+            flags.append("contrast_to_noise_below_training_range")
     if "skull_stripped_input" in qc_flags:
         # measured on 7 held-out IXI scans: stripped copies move the age by up to 7.7 y (9.1
         # aligned to MNI), other nuisances by at most 3.1 y (docs/benchmarks.md, round 8)
@@ -109,7 +127,7 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
 
 def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | None,
                   qc_flags=(), preprocessing: dict | None = None, voxel_mm=None,
-                  peak_ratio: float | None = None):  # fmt:skip
+                  peak_ratio: float | None = None, cnr: float | None = None):  # fmt:skip
     """One row per bundle: prediction, conformal interval, chronological age, brain-PAD and
     the flags that make the prediction doubtful.
     """
@@ -119,7 +137,7 @@ def predict_table(bundles: list[Bundle], features: ScanFeatures, age: float | No
         halfwidth = bundle.halfwidth
         known = age is not None and not (isinstance(age, float) and math.isnan(age))
         flags = prediction_flags(bundle.card, age if known else None, predicted, qc_flags,
-                                 preprocessing, voxel_mm, peak_ratio)  # fmt:skip
+                                 preprocessing, voxel_mm, peak_ratio, cnr)  # fmt:skip
         rows.append({
             "model": bundle.name,
             "model_kind": bundle.kind,

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from ..models.classical import COPY_SHIFT_LIMIT, COPY_SHIFT_PERCENTILE  # noqa: E402
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
-from ..models.predict import CONTRAST_TOLERANCE  # noqa: E402
+from ..models.predict import CNR_TOLERANCE, CONTRAST_TOLERANCE  # noqa: E402
 from ..utils.io import atomic_path  # noqa: E402
 
 
@@ -121,6 +121,12 @@ def model_card_markdown(card: dict) -> str:
                   f"(median {ratio['median']:.3f}, {ratio['n']} scans): a scan more than "
                   f"{CONTRAST_TOLERANCE:g} outside this range is flagged "
                   "`contrast_outside_training_range`."]
+    cnr = data.get("contrast", {}).get("cnr_gm_wm")
+    if cnr:
+        lines += [f"- GM/WM contrast-to-noise ratio {cnr['min']:.2f}–{cnr['max']:.2f} "
+                  f"(median {cnr['median']:.2f}, {cnr['n']} scans): a scan more than "
+                  f"{CNR_TOLERANCE:.0%} below the lowest is flagged "
+                  "`contrast_to_noise_below_training_range`."]
     if data["dataset"].get("Acknowledgements"):
         lines += [f"- Acknowledgement: {data['dataset']['Acknowledgements']}"]
     lines += ["", "## Cross-validated accuracy (mean ± SD over folds)", "",

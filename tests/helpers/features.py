@@ -88,8 +88,10 @@ def make_feature_derivatives(
                        "source": f"sub-{subject}/anat/sub-{subject}_T1w.nii.gz"},
               "template": {"name": FALLBACK_TEMPLATE, "resolution": int(voxel_mm),
                            "source": "synthetic"}, "flags": [],
-              # GM/WM peak ratios 0.650-0.689 by index: no draw, the maps stay the same
-              "measures": {"gm_peak": 325.0 + 0.5 * (index % 40), "wm_peak": 500.0}}  # fmt:skip
+              # GM/WM peak ratios 0.650-0.689 and CNRs 4.0-5.95 by index: no draw, the maps
+              # stay the same
+              "measures": {"gm_peak": 325.0 + 0.5 * (index % 40), "wm_peak": 500.0,
+                           "cnr_gm_wm": 4.0 + 0.05 * (index % 40)}}  # fmt:skip
         (out / derivative_path({**ents, "suffix": "qc", "extension": ".json"})).write_text(
             json.dumps(qc)
         )

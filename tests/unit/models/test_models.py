@@ -158,6 +158,11 @@ def test_training_command_writes_bundle_card_predictions_and_figures(trained, fe
     assert (contrast["min"], contrast["max"], contrast["n"]) == (min(ratios), max(ratios), 40)
     assert contrast["median"] == pytest.approx(float(np.median(ratios)))
     assert "GM/WM intensity-peak ratio (contrast) 0.650–0.689" in text and "more than 0.05" in text
+    cnrs = [json.loads(f.read_text())["measures"]["cnr_gm_wm"]
+            for f in feature_dataset["derivatives"].rglob("sub-*_qc.json")]  # fmt:skip
+    cnr = card["training_data"]["contrast"]["cnr_gm_wm"]
+    assert (cnr["min"], cnr["max"], cnr["n"]) == (min(cnrs), max(cnrs), 40)
+    assert "GM/WM contrast-to-noise ratio 4.00–5.95" in text and "more than 15% below" in text
     assert set(card["files"]) >= {"weights.safetensors", "model_card.md", "oof_predictions.tsv"}
 
 

@@ -52,6 +52,26 @@ def test_contrast_outside_the_training_scans_range_is_flagged():
     assert gm_wm_peak_ratio({}) is None and gm_wm_peak_ratio({"gm_peak": 1.0, "wm_peak": 0}) is None
 
 
+def test_contrast_to_noise_below_the_training_scans_is_flagged():
+    low = "contrast_to_noise_below_training_range"
+    # the shipped default's 127 training scans: lowest CNR 2.800 (IXI212)
+    card = {"training_data": {**CARD["training_data"],
+                              "contrast": contrast_range([0.7, 0.7], [2.8, 5.5, None])}}
+    assert card["training_data"]["contrast"]["cnr_gm_wm"] == {
+        "min": 2.8, "max": 5.5, "median": 4.15, "n": 2}
+    # 15 % below the lowest is tolerated: storage-only copies lowered the CNR by up to 13 %
+    assert prediction_flags(card, 45.0, 50.0, cnr=2.8 * 0.851) == []
+    assert prediction_flags(card, 45.0, 50.0, cnr=2.8 * 0.849) == [low]
+    assert prediction_flags(card, 45.0, 50.0, cnr=9.0) == []  # higher is not flagged
+    # IXI175, held out: 2.28, the lowest of all 139 IXI scans; read 20 y young by the default
+    assert prediction_flags(card, 72.0, 51.6, cnr=2.282) == [low]
+    assert prediction_flags(card, 45.0, 50.0, cnr=float("nan")) == []  # too few core voxels
+    assert prediction_flags(card, 45.0, 50.0, cnr=None) == []
+    older = {"training_data": {**CARD["training_data"], "contrast": contrast_range([0.7])}}
+    assert prediction_flags(older, 45.0, 50.0, cnr=0.5) == []  # a card without the range
+    assert "cnr_gm_wm" not in contrast_range([0.7], [None, float("nan")])
+
+
 def test_inputs_coarser_than_the_working_grid_are_flagged():
     card = {**CARD, "contract": {"working_voxel_mm": 2.0}}
     coarse = "voxels_coarser_than_training"
