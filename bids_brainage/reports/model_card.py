@@ -115,18 +115,20 @@ def model_card_markdown(card: dict) -> str:
         f"- Selection: {data['selection']}",
         f"- Excluded: {data['excluded'] or 'none'}",
     ]
-    ratio = data.get("contrast", {}).get("gm_wm_peak_ratio")
-    if ratio:
-        lines += [f"- GM/WM intensity-peak ratio (contrast) {ratio['min']:.3f}–{ratio['max']:.3f} "
-                  f"(median {ratio['median']:.3f}, {ratio['n']} scans): a scan more than "
-                  f"{CONTRAST_TOLERANCE:g} outside this range is flagged "
-                  "`contrast_outside_training_range`."]
-    cnr = data.get("contrast", {}).get("cnr_gm_wm")
-    if cnr:
-        lines += [f"- GM/WM contrast-to-noise ratio {cnr['min']:.2f}–{cnr['max']:.2f} "
-                  f"(median {cnr['median']:.2f}, {cnr['n']} scans): a scan more than "
-                  f"{CNR_TOLERANCE:.0%} below the lowest is flagged "
-                  "`contrast_to_noise_below_training_range`."]
+    # the training scans' contrast measures, with the rule that flags a scan beyond them
+    measures = (
+        ("gm_wm_peak_ratio", "GM/WM intensity-peak ratio (contrast)", 3,
+         f"more than {CONTRAST_TOLERANCE:g} outside this range",
+         "contrast_outside_training_range"),
+        ("cnr_gm_wm", "GM/WM contrast-to-noise ratio", 2,
+         f"more than {CNR_TOLERANCE:.0%} below the lowest",
+         "contrast_to_noise_below_training_range"),
+    )  # fmt:skip
+    for key, label, digits, rule, flag in measures:
+        if spread := data.get("contrast", {}).get(key):
+            lines += [f"- {label} {spread['min']:.{digits}f}–{spread['max']:.{digits}f} (median "
+                      f"{spread['median']:.{digits}f}, {spread['n']} scans): a scan {rule} is "
+                      f"flagged `{flag}`."]  # fmt:skip
     if data["dataset"].get("Acknowledgements"):
         lines += [f"- Acknowledgement: {data['dataset']['Acknowledgements']}"]
     lines += ["", "## Cross-validated accuracy (mean ± SD over folds)", "",
