@@ -44,7 +44,7 @@ class ExecutionSettings:
 # The preprocessing "auto" gives when no bundle decides (--model none: what new bundles are
 # trained on); a bundle's contract without the key means its CONTRACT_DEFAULTS (models/bundle.py).
 NEW_PREPROCESSING = {"field_of_view": "head", "intensity_scale": "log",
-                     "stripped_n4_grid": "head"}  # fmt:skip
+                     "stripped_n4_grid": "head", "denoising": "none"}  # fmt:skip
 
 
 @dataclass
@@ -64,6 +64,9 @@ class WorkflowSettings:
     # a skull-stripped input's N4 field: "brain" on its own grid (what bundles trained before
     # it expect), "head" on the grid a head would have; "auto": the bundles' contracts
     stripped_n4_grid: str = "auto"
+    # "rician": denoise before N4 (ANTs non-local means); "none": not (what bundles trained
+    # before it expect); "auto": the bundles' contracts
+    denoising: str = "auto"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 

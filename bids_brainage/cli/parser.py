@@ -126,6 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
         "brain; with --model none: head); brain: the brain's own grid; head: the grid a head "
         "would have (the brain's box plus the IXI heads' median margins), which makes the "
         "correction independent of how much margin the stripped brain is stored with")
+    add("--denoising", choices=("auto", "none", "rician"), default="auto",
+        help="auto (default): what the --model bundles were trained on (bundles older than this "
+        "choice, and --model none: none); rician: denoise before N4 (ANTs non-local means, "
+        "Rician model), which keeps noise from pulling predictions towards the training mean. "
+        "Predictions of a bundle trained otherwise are flagged denoising_unlike_training")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")
@@ -281,6 +286,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         field_of_view=opts.field_of_view,
         intensity_scale=opts.intensity_scale,
         stripped_n4_grid=opts.stripped_n4_grid,
+        denoising=opts.denoising,
     )
     if opts.train_model and opts.analysis_level != "group":
         raise UsageError("--train-model is a group-level action")

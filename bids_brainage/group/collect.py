@@ -49,6 +49,7 @@ HIDDEN_COLUMNS = (
     "field_of_view",
     "intensity_scale",
     "stripped_n4_grid",
+    "denoising",
     "gm_wm_peak_ratio",
     "cnr_gm_wm",
 )
@@ -113,6 +114,7 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             "intensity_scale": qc.get("segmentation", {}).get("intensity_scale", "linear"),
             # runs before the head-sized grid estimated a stripped input's field on its own
             "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
+            "denoising": qc.get("n4", {}).get("denoise", "none"),
             "gm_wm_peak_ratio": gm_wm_peak_ratio(qc.get("measures", {})),
             "cnr_gm_wm": qc.get("measures", {}).get("cnr_gm_wm"),
         })  # fmt:skip

@@ -164,6 +164,7 @@ PREPROCESSING = {  # contract key: (default of older derivatives, what to rerun)
     "field_of_view": ("stored", "with this version"),
     "intensity_scale": ("linear", "with one --intensity-scale"),
     "stripped_n4_grid": ("brain", "with one --stripped-n4-grid"),
+    "denoising": ("none", "with one --denoising"),
 }
 
 

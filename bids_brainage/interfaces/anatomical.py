@@ -24,6 +24,8 @@ class _N4InputSpec(BaseInterfaceInputSpec):
     stripped_grid = traits.Enum(
         "brain", "head", usedefault=True, desc="a stripped input's field: its own or a head's grid"
     )
+    # no default: left unset (no denoising), the node's hash and older work folders stay valid
+    denoising = traits.Enum("none", "rician", desc="denoise before N4 (ANTs, Rician model)")
 
 
 class _N4OutputSpec(TraitedSpec):
@@ -39,9 +41,11 @@ class N4Correct(SimpleInterface):
 
     def _run_interface(self, runtime):
         out = Path(runtime.cwd) / "t1w_n4.nii.gz"
+        denoising = self.inputs.denoising if isdefined(self.inputs.denoising) else "none"
         self._results["qc"] = anatomical.n4_correct(
-            Path(self.inputs.in_file), out, stripped_grid=self.inputs.stripped_grid
-        )
+            Path(self.inputs.in_file), out, stripped_grid=self.inputs.stripped_grid,
+            denoising=denoising,
+        )  # fmt:skip
         self._results["out_file"] = str(out)
         return runtime
 

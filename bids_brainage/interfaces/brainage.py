@@ -57,6 +57,7 @@ class PredictBrainAge(SimpleInterface):
             "field_of_view": conform.get("field_of_view"),
             "intensity_scale": qc.get("segmentation", {}).get("intensity_scale"),
             "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid"),
+            "denoising": qc.get("n4", {}).get("denoise"),
         }
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
                               preprocessing, conform.get("voxel_size_mm"),

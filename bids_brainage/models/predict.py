@@ -82,7 +82,8 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
     contrast unlike T1w or a GM/WM peak ratio (``peak_ratio``) outside the training scans'
     range, a GM/WM contrast-to-noise ratio (``cnr``) below theirs, an input that came
     skull-stripped, preprocessing
-    (``brain_extraction``, ``field_of_view``, ``intensity_scale``, ``stripped_n4_grid``)
+    (``brain_extraction``, ``field_of_view``, ``intensity_scale``, ``stripped_n4_grid``,
+    ``denoising``)
     unlike the training scans', input voxels
     (``voxel_mm``, per axis) coarser than the working grid.
     """

@@ -55,17 +55,23 @@ def _single_step_wf(name: str, node: pe.Node, inputs: list[str], outputs: list[s
     return workflow
 
 
-def init_n4_wf(*, stripped_grid: str = "brain", name: str = "n4_wf") -> pe.Workflow:
+def init_n4_wf(*, stripped_grid: str = "brain", denoising: str = "none",
+               name: str = "n4_wf") -> pe.Workflow:  # fmt:skip
     """N4 bias-field correction inside the head mask (a skull-stripped input's field on its
-    own grid or, ``stripped_grid="head"``, on the grid a head would have).
+    own grid or, ``stripped_grid="head"``, on the grid a head would have), after denoising
+    with ``denoising="rician"``.
 
     Inputs: in_file (conformed T1w). Outputs: out_file (N4-corrected T1w), qc.
     """
-    workflow = _single_step_wf(
-        name, pe.Node(N4Correct(stripped_grid=stripped_grid), name="n4"), ["in_file"],
-        ["out_file", "qc"],
-    )  # fmt:skip
+    node = pe.Node(N4Correct(stripped_grid=stripped_grid), name="n4")
+    if denoising != "none":  # set only when used: work folders of runs without it stay valid
+        node.inputs.denoising = denoising
+    workflow = _single_step_wf(name, node, ["in_file"], ["out_file", "qc"])
     workflow.__desc__ = "The image was corrected for intensity non-uniformity with N4 (ANTsPy)."
+    if denoising == "rician":
+        workflow.__desc__ = ("The image was denoised with ANTs' non-local means filter "
+                             "(DenoiseImage, Rician noise model), then corrected for intensity "
+                             "non-uniformity with N4 (ANTsPy).")  # fmt:skip
     return workflow
 
 
@@ -184,6 +190,7 @@ def init_anat_preproc_wf(
     field_of_view: str = "head",
     intensity_scale: str = "linear",
     stripped_n4_grid: str = "brain",
+    denoising: str = "none",
     threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
@@ -211,7 +218,7 @@ def init_anat_preproc_wf(
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     conform_wf = init_conform_wf(limits=limits, head_grid=field_of_view == "head")
-    n4_wf = init_n4_wf(stripped_grid=stripped_n4_grid)
+    n4_wf = init_n4_wf(stripped_grid=stripped_n4_grid, denoising=denoising)
     brain_extraction_wf = init_brain_extraction_wf(
         template=template, seed=seed, method=brain_extraction, threads=threads
     )

@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import pytest
+from nipype.interfaces.base import isdefined
 
 from bids_brainage.config import Config, ExecutionSettings, WorkflowSettings
 from bids_brainage.models.bundle import load_bundle, resolve_bundle
@@ -95,6 +96,21 @@ def test_scan_graph_segments_what_the_settings_say(tmp_path):
         node = workflow.get_node("sub_01_wf.t1w_wf.anat_preproc_wf.segmentation_wf.segmentation")
         assert node.inputs.intensity == expected
         assert ("logarithm of the intensities" in methods_text(workflow)) == (expected == "log")
+
+
+def test_scan_graph_denoises_only_when_asked(tmp_path):
+    """Denoising before N4 is set on the N4 node only when chosen: a graph without it hashes
+    as before, so older work folders stay valid."""
+    bids_dir = make_skeleton(tmp_path / "bids", ["sub-01/anat/sub-01_T1w.nii.gz"])
+    config = make_config(tmp_path, bids_dir)
+    for value, expected in (("auto", "none"), ("none", "none"), ("rician", "rician")):
+        config.workflow.denoising = value
+        workflow = init_brainage_wf(config, collect_t1w(bids_dir))
+        node = workflow.get_node("sub_01_wf.t1w_wf.anat_preproc_wf.n4_wf.n4")
+        assert isdefined(node.inputs.denoising) == (expected == "rician")
+        if expected == "rician":
+            assert node.inputs.denoising == "rician"
+        assert ("non-local means" in methods_text(workflow)) == (expected == "rician")
 
 
 PLANS = {

@@ -103,6 +103,18 @@ def test_preprocessing_unlike_the_training_scans_is_flagged():
     assert prediction_flags(newer, 40.0, 40.0, preprocessing={"field_of_view": "head"}) == []
 
 
+def test_denoising_unlike_the_training_scans_is_flagged():
+    older = {"contract": {"intensity_scale": "linear"}}  # trained before the choice: none
+    assert prediction_flags(older, 40.0, 40.0, preprocessing={"denoising": "none"}) == []
+    assert prediction_flags(older, 40.0, 40.0, preprocessing={"denoising": "rician"}) == [
+        "denoising_unlike_training"
+    ]
+    newer = {"contract": {"denoising": "rician"}}
+    assert prediction_flags(newer, 40.0, 40.0, preprocessing={"denoising": "none"}) == [
+        "denoising_unlike_training"
+    ]
+
+
 def test_intensity_scale_unlike_the_training_scans_is_flagged():
     older = {"contract": {"field_of_view": "head"}}  # trained before log segmentation: linear
     assert prediction_flags(older, 40.0, 40.0,

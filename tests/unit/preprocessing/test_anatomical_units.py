@@ -186,3 +186,35 @@ def test_n4_refuses_an_unknown_grid(tmp_path):
 
     with pytest.raises(ValueError, match="stripped_grid must be one of"):
         n4_correct(tmp_path / "in.nii.gz", tmp_path / "out.nii.gz", stripped_grid="skull")
+
+
+def test_denoising_before_n4_removes_rician_noise_and_measures_it(tmp_path, rng):
+    """Two tissues (400 and 550) in a head, with Rician noise of SD 30: denoised first, their
+    contrast-to-noise ratio at least doubles, and the QC records the noise removed as a
+    percentage of the 99th percentile (30 / about 600: about 5 %, less what the filter keeps).
+    """
+    import nibabel as nb
+
+    from bids_brainage.preprocessing.anatomical import n4_correct
+
+    shape = (56, 64, 56)
+    head = ball(shape, (28, 32, 28), 24)
+    inner = ball(shape, (28, 32, 28), 14)
+    clean = np.where(inner, 550.0, np.where(head, 400.0, 0.0))
+    noisy = np.hypot(clean + rng.normal(0, 30, shape), rng.normal(0, 30, shape))
+    noisy[~head] = 0.0  # a head cut to its mask: what foreground_mask keeps is the head
+    in_file = tmp_path / "in.nii.gz"
+    nb.Nifti1Image(noisy.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0])).to_filename(in_file)
+    cnr = {}
+    for method in ("none", "rician"):
+        out_file = tmp_path / f"{method}.nii.gz"
+        qc = n4_correct(in_file, out_file, denoising=method)
+        assert qc["denoise"] == method
+        out = np.asarray(nb.load(out_file).dataobj)
+        probabilities = {"GM": (head & ~inner).astype(float), "WM": inner.astype(float)}
+        cnr[method] = contrast_quality(out, head, probabilities)["cnr_gm_wm"]
+    assert "removed_noise_pct" not in n4_correct(in_file, tmp_path / "x.nii.gz")
+    assert 2.0 < qc["removed_noise_pct"] < 6.0
+    assert cnr["rician"] > 2 * cnr["none"]
+    with pytest.raises(ValueError, match="denoising must be one of"):
+        n4_correct(in_file, tmp_path / "y.nii.gz", denoising="gaussian")
