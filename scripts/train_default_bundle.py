@@ -78,6 +78,10 @@ def parse():
     parser.add_argument("--cnn", nargs="*", default=[], help="CNN kinds to train as well")
     parser.add_argument("--nprocs", default="2")
     parser.add_argument("--skip-participant", action="store_true")
+    parser.add_argument("--intensity-scale", default="auto", choices=("auto", "linear", "log"),
+                        help="passed to the participant level")  # fmt:skip
+    parser.add_argument("--denoising", default="auto", choices=("auto", "none", "rician"),
+                        help="passed to the participant level")  # fmt:skip
     parser.add_argument("--local", action="store_true", help="train the local-unet bundle")
     parser.add_argument("--unoise", action="store_true",
                         help="train the U-noise model of the default bundle")  # fmt:skip
@@ -94,7 +98,8 @@ def train_all():
     opts = parse()
     out, work = opts.derivatives, opts.work
     if not opts.skip_participant:
-        run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs)
+        run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs,
+            "--intensity-scale", opts.intensity_scale, "--denoising", opts.denoising)
     nuisance = (pd.concat([nuisance_copies_table(*pair) for pair in opts.nuisance],
                           ignore_index=True) if opts.nuisance else None)  # fmt:skip
     train = partial(train_bundle, out, training_participants(), int(opts.nprocs), nuisance)
