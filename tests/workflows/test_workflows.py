@@ -86,31 +86,34 @@ def test_anat_preproc_wf_contract(tmp_path):
     assert workflow.get_node("segmentation_wf.segmentation").inputs.intensity == "linear"
 
 
-def test_scan_graph_segments_what_the_settings_say(tmp_path):
-    """A config built without the CLI ("auto") segments as new bundles are trained: log."""
+def scan_graphs(tmp_path, setting: str, values, node: str):
+    """For each value of one workflow setting: that scan's node and the methods text."""
     bids_dir = make_skeleton(tmp_path / "bids", ["sub-01/anat/sub-01_T1w.nii.gz"])
     config = make_config(tmp_path, bids_dir)
-    for value, expected in (("auto", "log"), ("linear", "linear"), ("log", "log")):
-        config.workflow.intensity_scale = value
+    for value in values:
+        setattr(config.workflow, setting, value)
         workflow = init_brainage_wf(config, collect_t1w(bids_dir))
-        node = workflow.get_node("sub_01_wf.t1w_wf.anat_preproc_wf.segmentation_wf.segmentation")
+        yield workflow.get_node(f"sub_01_wf.t1w_wf.anat_preproc_wf.{node}"), methods_text(workflow)
+
+
+def test_scan_graph_segments_what_the_settings_say(tmp_path):
+    """A config built without the CLI ("auto") segments as new bundles are trained: log."""
+    values = {"auto": "log", "linear": "linear", "log": "log"}
+    graphs = scan_graphs(tmp_path, "intensity_scale", values, "segmentation_wf.segmentation")
+    for (node, methods), expected in zip(graphs, values.values(), strict=True):
         assert node.inputs.intensity == expected
-        assert ("logarithm of the intensities" in methods_text(workflow)) == (expected == "log")
+        assert ("logarithm of the intensities" in methods) == (expected == "log")
 
 
 def test_scan_graph_denoises_only_when_asked(tmp_path):
     """Denoising before N4 is set on the N4 node only when chosen: a graph without it hashes
     as before, so older work folders stay valid."""
-    bids_dir = make_skeleton(tmp_path / "bids", ["sub-01/anat/sub-01_T1w.nii.gz"])
-    config = make_config(tmp_path, bids_dir)
-    for value, expected in (("auto", "none"), ("none", "none"), ("rician", "rician")):
-        config.workflow.denoising = value
-        workflow = init_brainage_wf(config, collect_t1w(bids_dir))
-        node = workflow.get_node("sub_01_wf.t1w_wf.anat_preproc_wf.n4_wf.n4")
-        assert isdefined(node.inputs.denoising) == (expected == "rician")
-        if expected == "rician":
-            assert node.inputs.denoising == "rician"
-        assert ("non-local means" in methods_text(workflow)) == (expected == "rician")
+    values = {"auto": None, "none": None, "rician": "rician"}
+    graphs = scan_graphs(tmp_path, "denoising", values, "n4_wf.n4")
+    for (node, methods), expected in zip(graphs, values.values(), strict=True):
+        denoising = node.inputs.denoising
+        assert (denoising if isdefined(denoising) else None) == expected
+        assert ("non-local means" in methods) == (expected == "rician")
 
 
 PLANS = {
