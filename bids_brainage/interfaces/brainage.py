@@ -51,6 +51,7 @@ class PredictBrainAge(SimpleInterface):
         bundles = [load_bundle(path, template=self.inputs.template, threads=self.inputs.threads)
                    for path in self.inputs.bundles]  # fmt:skip
         qc = self.inputs.qc if isdefined(self.inputs.qc) else {}
+        measures = qc.get("measures", {})
         conform = qc.get("conform", {})
         preprocessing = {
             "brain_extraction": qc.get("brain_extraction", {}).get("method"),
@@ -61,8 +62,7 @@ class PredictBrainAge(SimpleInterface):
         }
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
                               preprocessing, conform.get("voxel_size_mm"),
-                              gm_wm_peak_ratio(qc.get("measures", {})),
-                              qc.get("measures", {}).get("cnr_gm_wm"))  # fmt:skip
+                              gm_wm_peak_ratio(measures), measures.get("cnr_gm_wm"))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")
         self._results["out_table"] = out

@@ -204,13 +204,12 @@ def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
     ants = _ants()
     image = ants.image_read(str(in_file))
     data = image.numpy()
+    mask = image.new_image_like(foreground_mask(data).astype(np.float32))  # the head
     noise = {"denoise": "none"}
     if denoising == "rician":
-        head = image.new_image_like(foreground_mask(data).astype(np.float32))
-        image, noise = denoise(ants, image, head)
+        image, noise = denoise(ants, image, mask)
     shift = float(data.min())
     positive = image - shift + 1.0 if shift <= 0 else image  # N4 works on a log scale
-    mask = image.new_image_like(foreground_mask(data).astype(np.float32))
     estimate_on, estimate_mask = positive, mask
     if stripped_grid == "head" and is_skull_stripped(data, float(np.prod(image.spacing)) / 1e3)[0]:
         low, high = head_sized_bounds(mask.numpy() > 0, image.spacing)
