@@ -236,7 +236,7 @@ def main() -> None:
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument(
         "--intensity-scale",
-        choices=("auto", "linear", "log"),
+        choices=("auto", "linear", "log", "log-registration"),
         help="passed to the participant level (log with the linear default "
         "bundle: its ages are flagged, the volumes are what counts)",
     )

@@ -78,7 +78,8 @@ def parse():
     parser.add_argument("--cnn", nargs="*", default=[], help="CNN kinds to train as well")
     parser.add_argument("--nprocs", default="2")
     parser.add_argument("--skip-participant", action="store_true")
-    parser.add_argument("--intensity-scale", default="auto", choices=("auto", "linear", "log"),
+    parser.add_argument("--intensity-scale", default="auto",
+                        choices=("auto", "linear", "log", "log-registration"),
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument("--denoising", default="auto", choices=("auto", "none", "rician"),
                         help="passed to the participant level")  # fmt:skip

@@ -114,12 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "head grid: stored); head: each scan cut or padded to its head plus 16 mm, registration "
         "from the brains' centres of mass; stored: the scan's own field of view. Predictions "
         "of a bundle trained otherwise are flagged field_of_view_unlike_training")
-    add("--intensity-scale", choices=("auto", "linear", "log"), default="auto",
+    add("--intensity-scale", choices=("auto", "linear", "log", "log-registration"),
+        default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than the "
         "choice: linear; with --model none: log); linear: registration and Atropos work on the "
         "intensities; log: on their logarithm, which makes the warp and the tissue classes blind "
-        "to a power-law change of contrast. Predictions of a bundle trained otherwise are flagged "
-        "intensity_scale_unlike_training")
+        "to a power-law change of contrast; log-registration: the warp on the logarithm, Atropos "
+        "on the intensities (the log scale makes Atropos sensitive to noise). Predictions of a "
+        "bundle trained otherwise are flagged intensity_scale_unlike_training")
     add("--stripped-n4-grid", choices=("auto", "brain", "head"), default="auto",
         help="for a skull-stripped input, the grid N4 estimates its bias field on: auto "
         "(default): what the --model bundles were trained on (bundles older than this choice: "

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS, gm_wm_peak_ratio
+from ..preprocessing.qc import UNTRUSTWORTHY_FLAGS, gm_wm_peak_ratio, preprocessing_choices
 from ..utils.bids import read_participants, scan_key, strip_prefix
 from ..utils.derivatives import ScanDerivatives, read_failure_records
 
@@ -106,15 +106,7 @@ def collect_scan_table(bids_dir: Path, output_dir: Path, participant_label=None,
             "source": scan.get("source"),
             "derivatives": derivatives,
             "version": qc.get("bids_brainage_version"),
-            # runs before --brain-extraction existed all used the template method
-            "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
-            # runs before the head grid kept the stored field of view
-            "field_of_view": qc.get("conform", {}).get("field_of_view", "stored"),
-            # runs before the log scale registered and segmented the intensities
-            "intensity_scale": qc.get("segmentation", {}).get("intensity_scale", "linear"),
-            # runs before the head-sized grid estimated a stripped input's field on its own
-            "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
-            "denoising": qc.get("n4", {}).get("denoise", "none"),
+            **preprocessing_choices(qc),
             "gm_wm_peak_ratio": gm_wm_peak_ratio(qc.get("measures", {})),
             "cnr_gm_wm": qc.get("measures", {}).get("cnr_gm_wm"),
         })  # fmt:skip

@@ -42,7 +42,7 @@ class PredictBrainAge(SimpleInterface):
         from ..models.bundle import load_bundle
         from ..models.inputs import ScanFeatures
         from ..models.predict import predict_table
-        from ..preprocessing.qc import gm_wm_peak_ratio
+        from ..preprocessing.qc import gm_wm_peak_ratio, preprocessing_choices
 
         modulated = dict(zip(("CSF", "GM", "WM"), self.inputs.modulated, strict=True))
         features = ScanFeatures(histogram=self.inputs.histogram,
@@ -53,15 +53,9 @@ class PredictBrainAge(SimpleInterface):
         qc = self.inputs.qc if isdefined(self.inputs.qc) else {}
         measures = qc.get("measures", {})
         conform = qc.get("conform", {})
-        preprocessing = {
-            "brain_extraction": qc.get("brain_extraction", {}).get("method"),
-            "field_of_view": conform.get("field_of_view"),
-            "intensity_scale": qc.get("segmentation", {}).get("intensity_scale"),
-            "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid"),
-            "denoising": qc.get("n4", {}).get("denoise"),
-        }
         table = predict_table(bundles, features, self.inputs.age, qc.get("flags", []),
-                              preprocessing, conform.get("voxel_size_mm"),
+                              preprocessing_choices(qc) if qc else None,
+                              conform.get("voxel_size_mm"),
                               gm_wm_peak_ratio(measures), measures.get("cnr_gm_wm"))  # fmt:skip
         out = os.path.join(runtime.cwd, "brainage.tsv")
         table.to_csv(out, sep="\t", index=False, na_rep="n/a")

@@ -101,8 +101,12 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
     if "unlike_t1w_contrast" in qc_flags:
         flags.append("unlike_training_contrast")
     ratios = card.get("training_data", {}).get("contrast", {}).get("gm_wm_peak_ratio", {})
-    if peak_ratio is not None and ratios and not (
-        ratios["min"] - CONTRAST_TOLERANCE <= peak_ratio <= ratios["max"] + CONTRAST_TOLERANCE
+    if (
+        peak_ratio is not None
+        and ratios
+        and not (
+            ratios["min"] - CONTRAST_TOLERANCE <= peak_ratio <= ratios["max"] + CONTRAST_TOLERANCE
+        )
     ):
         # the ratio follows the segmentation: on the log scale IXI175's was 0.91 (training
         # 0.61-0.74) and a log-scale model read it 37 y young (docs/benchmarks.md, round 10)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .anatomical import intensity_setting
+
 PLAUSIBLE_BRAIN_ML = (700.0, 2300.0)
 PLAUSIBLE_GM_FRACTION = (0.25, 0.65)
 MAX_MODULATION_ERROR = 0.05
@@ -21,6 +23,21 @@ def gm_wm_peak_ratio(measures: dict) -> float | None:
     if gm_peak is None or not wm_peak:
         return None
     return float(gm_peak) / float(wm_peak)
+
+
+def preprocessing_choices(qc: dict) -> dict[str, str]:
+    """The contract's preprocessing choices as a scan's QC records them. A run from before a
+    choice existed made what bundles trained before it expect (``CONTRACT_DEFAULTS``).
+    """
+    scales = (qc.get("registration", {}).get("intensity_scale", "linear"),
+              qc.get("segmentation", {}).get("intensity_scale", "linear"))  # fmt:skip
+    return {
+        "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
+        "field_of_view": qc.get("conform", {}).get("field_of_view", "stored"),
+        "intensity_scale": intensity_setting(*scales),
+        "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
+        "denoising": qc.get("n4", {}).get("denoise", "none"),
+    }
 
 
 def derive_flags(steps: dict[str, dict]) -> list[str]:

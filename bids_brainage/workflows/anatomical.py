@@ -14,6 +14,7 @@ from ..interfaces.anatomical import (
     TemplateSpaceMaps,
 )
 from ..interfaces.conform import Conform
+from ..preprocessing.anatomical import intensity_steps
 
 
 def init_conform_wf(
@@ -119,7 +120,12 @@ def init_registration_wf(
     workflow.__desc__ = (
         "The brain was registered to the template brain with affine and SyN transforms "
         f"('{preset}' preset)"
-        + (", both on the logarithm of their intensities." if intensity == "log" else ".")
+        + (
+            ", both on the logarithm of their intensities (which makes the warp blind to a "
+            "power-law change of contrast)."
+            if intensity == "log"
+            else "."
+        )
     )
     return workflow
 
@@ -222,10 +228,11 @@ def init_anat_preproc_wf(
     brain_extraction_wf = init_brain_extraction_wf(
         template=template, seed=seed, method=brain_extraction, threads=threads
     )
+    registration_scale, segmentation_scale = intensity_steps(intensity_scale)
     registration_wf = init_registration_wf(
-        template=template, preset=registration, seed=seed, intensity=intensity_scale
+        template=template, preset=registration, seed=seed, intensity=registration_scale
     )
-    segmentation_wf = init_segmentation_wf(template=template, intensity=intensity_scale)
+    segmentation_wf = init_segmentation_wf(template=template, intensity=segmentation_scale)
     normalisation_wf = init_normalisation_wf()
     template_maps_wf = init_template_maps_wf(template=template)
     # The head affine starts the registration, but for deepbet masks on the head's grid: the

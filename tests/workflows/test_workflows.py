@@ -98,11 +98,19 @@ def scan_graphs(tmp_path, setting: str, values, node: str):
 
 def test_scan_graph_segments_what_the_settings_say(tmp_path):
     """A config built without the CLI ("auto") segments as new bundles are trained: log."""
-    values = {"auto": "log", "linear": "linear", "log": "log"}
+    values = {"auto": "log", "linear": "linear", "log": "log", "log-registration": "linear"}
     graphs = scan_graphs(tmp_path, "intensity_scale", values, "segmentation_wf.segmentation")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
         assert node.inputs.intensity == expected
         assert ("logarithm of the intensities" in methods) == (expected == "log")
+
+
+def test_scan_graph_registers_what_the_settings_say(tmp_path):
+    values = {"linear": "linear", "log": "log", "log-registration": "log"}
+    graphs = scan_graphs(tmp_path, "intensity_scale", values, "registration_wf.registration")
+    for (node, methods), expected in zip(graphs, values.values(), strict=True):
+        assert node.inputs.intensity == expected
+        assert ("logarithm of their intensities" in methods) == (expected == "log")
 
 
 def test_scan_graph_denoises_only_when_asked(tmp_path):

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from bids_brainage.preprocessing.anatomical import atropos, log_intensities
+from bids_brainage.preprocessing.anatomical import (
+    INTENSITY_SETTINGS,
+    atropos,
+    intensity_setting,
+    intensity_steps,
+    log_intensities,
+)
+from bids_brainage.preprocessing.qc import preprocessing_choices
 
 
 def test_log_intensities_turn_a_power_law_into_a_scaling(rng):
@@ -55,3 +62,25 @@ def test_atropos_volumes_under_gamma(intensity):
 def test_atropos_refuses_an_unknown_intensity():
     with pytest.raises(ValueError, match="intensity must be one of"):
         atropos(None, None, [], "sqrt")
+
+
+def test_each_setting_names_its_two_steps_and_is_found_from_them():
+    for setting in INTENSITY_SETTINGS:
+        assert intensity_setting(*intensity_steps(setting)) == setting
+    assert intensity_steps("log-registration") == ("log", "linear")
+    with pytest.raises(ValueError, match="intensity scale must be one of"):
+        intensity_steps("sqrt")
+    with pytest.raises(ValueError, match="registers on 'linear' and segments on 'log'"):
+        intensity_setting("linear", "log")
+
+
+def test_the_qc_of_both_steps_gives_the_setting():
+    both = {"registration": {"intensity_scale": "log"}, "segmentation": {"intensity_scale": "log"}}
+    mixed = {"registration": {"intensity_scale": "log"},
+             "segmentation": {"intensity_scale": "linear"}}  # fmt:skip
+    assert preprocessing_choices(both)["intensity_scale"] == "log"
+    assert preprocessing_choices(mixed)["intensity_scale"] == "log-registration"
+    # QC from before the choices: what the oldest bundles were trained on
+    assert preprocessing_choices({}) == {"brain_extraction": "template",
+                                         "field_of_view": "stored", "intensity_scale": "linear",
+                                         "stripped_n4_grid": "brain", "denoising": "none"}  # fmt:skip
