@@ -29,12 +29,13 @@ def preprocessing_choices(qc: dict) -> dict[str, str]:
     """The contract's preprocessing choices as a scan's QC records them. A run from before a
     choice existed made what bundles trained before it expect (``CONTRACT_DEFAULTS``).
     """
-    scales = (qc.get("registration", {}).get("intensity_scale", "linear"),
-              qc.get("segmentation", {}).get("intensity_scale", "linear"))  # fmt:skip
+    segmentation = qc.get("segmentation", {}).get("intensity_scale", "linear")
+    # a registration QC without the key came from a run that registered as it segmented
+    registration = qc.get("registration", {}).get("intensity_scale", segmentation)
     return {
         "brain_extraction": qc.get("brain_extraction", {}).get("method", "template"),
         "field_of_view": qc.get("conform", {}).get("field_of_view", "stored"),
-        "intensity_scale": intensity_setting(*scales),
+        "intensity_scale": intensity_setting(registration, segmentation),
         "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
         "denoising": qc.get("n4", {}).get("denoise", "none"),
     }

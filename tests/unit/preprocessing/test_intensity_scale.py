@@ -80,6 +80,8 @@ def test_the_qc_of_both_steps_gives_the_setting():
              "segmentation": {"intensity_scale": "linear"}}  # fmt:skip
     assert preprocessing_choices(both)["intensity_scale"] == "log"
     assert preprocessing_choices(mixed)["intensity_scale"] == "log-registration"
+    segmented_only = {"segmentation": {"intensity_scale": "log"}}
+    assert preprocessing_choices(segmented_only)["intensity_scale"] == "log"
     # QC from before the choices: what the oldest bundles were trained on
     assert preprocessing_choices({}) == {"brain_extraction": "template",
                                          "field_of_view": "stored", "intensity_scale": "linear",
