@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from ..models.bundle import CONTRACT_DEFAULTS  # noqa: E402
 from ..models.classical import COPY_SHIFT_LIMIT, COPY_SHIFT_PERCENTILE  # noqa: E402
 from ..models.metrics import CS_LEVELS, cumulative_score  # noqa: E402
 from ..models.predict import CNR_TOLERANCE, CONTRAST_TOLERANCE  # noqa: E402
@@ -80,6 +81,32 @@ def _fmt(stat: dict, digits: int = 2) -> str:
     return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
 
 
+# How the card names each preprocessing choice of the contract, and its values
+PREPROCESSING_WORDS = {
+    "field_of_view": ("field of view", {"head": "each scan on its head plus 16 mm",
+                                        "stored": "as stored"}),
+    "intensity_scale": ("intensity scale", {
+        "linear": "registration and Atropos on the intensities",
+        "log": "registration and Atropos on the log intensities",
+        "log-registration": "registration on the log intensities, Atropos on the intensities"}),
+    "stripped_n4_grid": ("skull-stripped input", {"brain": "N4 on its own grid",
+                                                  "head": "N4 on a head-sized grid"}),
+    "denoising": ("denoising", {"none": "none", "rician": "Rician non-local means before N4"}),
+}  # fmt:skip
+
+
+def preprocessing_line(contract: dict) -> str:
+    """The preprocessing the bundle was trained on, which ``auto`` reproduces at prediction."""
+    parts = []
+    for key, (name, values) in PREPROCESSING_WORDS.items():
+        value = contract.get(key, CONTRACT_DEFAULTS[key])
+        parts.append(f"{name}: {values.get(value, value)} (`{value}`)")
+    return (
+        "Preprocessing (the contract; `auto` runs it, a scan run otherwise is flagged "
+        "`*_unlike_training`): " + "; ".join(parts) + "."
+    )
+
+
 def model_card_markdown(card: dict) -> str:
     """The human-readable model card; every figure comes from ``card`` (``model.json``)."""
     data = card["training_data"]
@@ -105,6 +132,8 @@ def model_card_markdown(card: dict) -> str:
             else ""
         )
         + ".",
+        "",
+        preprocessing_line(card["contract"]),
         "",
         "## Training data",
         f"- Dataset: {data['dataset']['Name']} (licence: {data['dataset'].get('License', 'n/a')})",
