@@ -31,6 +31,7 @@ class ExecutionSettings:
     session_label: list[str] | None = None
     bids_filters: dict = field(default_factory=dict)
     skip_bids_validation: bool = False
+    no_reports: bool = False
     list_participants: bool = False
     verbosity: int = 0
     quiet: bool = False

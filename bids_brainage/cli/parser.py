@@ -101,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
         "stop: nothing is written (a scheduler script's task list, scripts/slurm/submit.sh)")
     add("--skip-bids-validation", "--skip_bids_validation", action="store_true",
         help="do not run the official BIDS validator on BIDS_DIR")
+    add("--no-reports", action="store_true",
+        help="participant: write no HTML reports (the derivatives and QC files are written as "
+        "always); for runs that only feed training, such as nuisance copies: the reportlets "
+        "take 10-20 s per scan")
 
     add = parser.add_argument_group("preprocessing").add_argument
     add("--registration", choices=("fast", "precise"), default="fast",
@@ -274,6 +278,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         session_label=opts.session_label,
         bids_filters=filters,
         skip_bids_validation=opts.skip_bids_validation,
+        no_reports=opts.no_reports,
         list_participants=opts.list_participants,
         verbosity=opts.verbosity,
         quiet=opts.quiet,

@@ -169,8 +169,9 @@ def run_participant(config: Config) -> int:
                 print(f"bids_brainage: {err}", file=sys.stderr)
                 return EXIT_USAGE
         failed = {f.key: f.reason for f in failures}
-        write_subject_reports(execution.output_dir, {s.subject for s in scans}, failed,
-                              config.nipype.nprocs)  # fmt:skip
+        if not execution.no_reports:
+            write_subject_reports(execution.output_dir, {s.subject for s in scans}, failed,
+                                  config.nipype.nprocs)  # fmt:skip
         record_outcomes(
             execution.output_dir,
             [s.key for s in runnable],

@@ -361,6 +361,18 @@ def test_same_input_and_seed_give_identical_files(synthetic_run, tmp_path):
     assert differ == []
 
 
+def test_no_reports_writes_the_derivatives_without_html(synthetic_run, tmp_path):
+    out = tmp_path / "out"
+    code, _, err = run([synthetic_run["bids"], out, "participant", "-w", synthetic_run["work"],
+                        "--participant-label", "01", "--nprocs", 1, "--skip-bids-validation",
+                        "--no-reports"])  # fmt:skip
+    assert code == 0, err
+    assert list(out.rglob("*.html")) == [] and not (out / "sub-01" / "figures").exists()
+    assert relative_files(out / "sub-01") == [
+        f for f in relative_files(synthetic_run["out"] / "sub-01") if not f.startswith("figures")
+    ]
+
+
 def test_subject_reports_show_every_scan(synthetic_run):
     out = synthetic_run["out"]
     page = (out / "sub-01.html").read_text()
