@@ -51,7 +51,7 @@ TARGET_VOLUME = 3.0
 def participant(bids: Path, out: Path, work: Path, denoising: str, nprocs: int) -> None:
     cmd = [sys.executable, "-m", "bids_brainage.cli.run", str(bids), str(out), "participant",
            "--model", "none", "--denoising", denoising, "-w", str(work), "--nprocs", str(nprocs),
-           "--skip-bids-validation"]  # fmt:skip
+           "--skip-bids-validation", "--no-reports"]  # fmt:skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(done.stderr[-3000:])

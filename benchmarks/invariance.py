@@ -86,7 +86,7 @@ def participant(bids: Path, out: Path, work: Path, labels: list[str], nprocs: in
     cmd = [sys.executable, "-m", "bids_brainage.cli.run", str(bids), str(out), "participant",
            "-w", str(work), "--nprocs", str(nprocs), "--model", "default",
            "--field-of-view", field_of_view, *PREPROCESSING_OPTIONS,
-           "--skip-bids-validation", "--participant-label", *labels]  # fmt:skip
+           "--skip-bids-validation", "--no-reports", "--participant-label", *labels]  # fmt:skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode not in (0, 1):
         sys.exit(done.stderr[-3000:])
