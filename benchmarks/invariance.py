@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
 sys.path.insert(0, str(ROOT))
 
+from bids_brainage.preprocessing.anatomical import INTENSITY_SETTINGS  # noqa: E402
 from bids_brainage.preprocessing.qc import gm_wm_peak_ratio  # noqa: E402
 from bids_brainage.synthetic.nuisance import (  # noqa: E402
     TRANSFORMS,
@@ -236,7 +237,7 @@ def main() -> None:
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument(
         "--intensity-scale",
-        choices=("auto", "linear", "log", "log-registration"),
+        choices=("auto", *INTENSITY_SETTINGS),
         help="passed to the participant level (log with the linear default "
         "bundle: its ages are flagged, the volumes are what counts)",
     )

@@ -32,6 +32,7 @@ from bids_brainage.group.collect import (
     read_dataset_description,
 )
 from bids_brainage.group.training import TrainingRun, run_training
+from bids_brainage.preprocessing.anatomical import INTENSITY_SETTINGS
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
@@ -78,8 +79,7 @@ def parse():
     parser.add_argument("--cnn", nargs="*", default=[], help="CNN kinds to train as well")
     parser.add_argument("--nprocs", default="2")
     parser.add_argument("--skip-participant", action="store_true")
-    parser.add_argument("--intensity-scale", default="auto",
-                        choices=("auto", "linear", "log", "log-registration"),
+    parser.add_argument("--intensity-scale", default="auto", choices=("auto", *INTENSITY_SETTINGS),
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument("--denoising", default="auto", choices=("auto", "none", "rician"),
                         help="passed to the participant level")  # fmt:skip

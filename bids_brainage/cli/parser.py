@@ -25,6 +25,7 @@ from ..config import (
 )
 from ..models.bundle import DEFAULT_MODELS, default_models
 from ..models.kinds import KINDS
+from ..preprocessing.anatomical import INTENSITY_SETTINGS
 from ..utils.bids import InputError, load_filters
 
 ANALYSIS_LEVELS = ("participant", "group")
@@ -118,8 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         "head grid: stored); head: each scan cut or padded to its head plus 16 mm, registration "
         "from the brains' centres of mass; stored: the scan's own field of view. Predictions "
         "of a bundle trained otherwise are flagged field_of_view_unlike_training")
-    add("--intensity-scale", choices=("auto", "linear", "log", "log-registration"),
-        default="auto",
+    add("--intensity-scale", choices=("auto", *INTENSITY_SETTINGS), default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than the "
         "choice: linear; with --model none: log); linear: registration and Atropos work on the "
         "intensities; log: on their logarithm, which makes the warp and the tissue classes blind "
