@@ -44,8 +44,8 @@ class ExecutionSettings:
 
 # The preprocessing "auto" gives when no bundle decides (--model none: what new bundles are
 # trained on); a bundle's contract without the key means its CONTRACT_DEFAULTS (models/bundle.py).
-NEW_PREPROCESSING = {"field_of_view": "head", "intensity_scale": "log",
-                     "stripped_n4_grid": "head", "denoising": "none"}  # fmt:skip
+NEW_PREPROCESSING = {"field_of_view": "head", "intensity_scale": "log-registration",
+                     "stripped_n4_grid": "head", "denoising": "rician"}  # fmt:skip
 
 
 @dataclass

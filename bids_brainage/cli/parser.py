@@ -121,11 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
         "of a bundle trained otherwise are flagged field_of_view_unlike_training")
     add("--intensity-scale", choices=("auto", *INTENSITY_SETTINGS), default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than the "
-        "choice: linear; with --model none: log); linear: registration and Atropos work on the "
-        "intensities; log: on their logarithm, which makes the warp and the tissue classes blind "
-        "to a power-law change of contrast; log-registration: the warp on the logarithm, Atropos "
-        "on the intensities (the log scale makes Atropos sensitive to noise). Predictions of a "
-        "bundle trained otherwise are flagged intensity_scale_unlike_training")
+        "choice: linear; with --model none: log-registration); linear: registration and "
+        "Atropos work on the intensities; log: on their logarithm, which makes the warp and "
+        "the tissue classes blind to a power-law change of contrast; log-registration: the "
+        "warp on the logarithm, Atropos on the intensities (the log scale makes Atropos "
+        "sensitive to noise). Predictions of a bundle trained otherwise are flagged "
+        "intensity_scale_unlike_training")
     add("--stripped-n4-grid", choices=("auto", "brain", "head"), default="auto",
         help="for a skull-stripped input, the grid N4 estimates its bias field on: auto "
         "(default): what the --model bundles were trained on (bundles older than this choice: "
@@ -134,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         "correction independent of how much margin the stripped brain is stored with")
     add("--denoising", choices=("auto", "none", "rician"), default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than this "
-        "choice, and --model none: none); rician: denoise before N4 (ANTs non-local means, "
-        "Rician model), which keeps noise from pulling predictions towards the training mean. "
-        "Predictions of a bundle trained otherwise are flagged denoising_unlike_training")
+        "choice: none; with --model none: rician); rician: denoise before N4 (ANTs non-local "
+        "means, Rician model), which keeps noise from pulling predictions towards the "
+        "training mean. Predictions of a bundle trained otherwise are flagged "
+        "denoising_unlike_training")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")

@@ -97,8 +97,9 @@ def scan_graphs(tmp_path, setting: str, values, node: str):
 
 
 def test_scan_graph_segments_what_the_settings_say(tmp_path):
-    """A config built without the CLI ("auto") segments as new bundles are trained: log."""
-    values = {"auto": "log", "linear": "linear", "log": "log", "log-registration": "linear"}
+    """A config built without the CLI ("auto") segments as new bundles are trained: on the
+    intensities (log-registration)."""
+    values = {"auto": "linear", "linear": "linear", "log": "log", "log-registration": "linear"}
     graphs = scan_graphs(tmp_path, "intensity_scale", values, "segmentation_wf.segmentation")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
         assert node.inputs.intensity == expected
@@ -106,7 +107,7 @@ def test_scan_graph_segments_what_the_settings_say(tmp_path):
 
 
 def test_scan_graph_registers_what_the_settings_say(tmp_path):
-    values = {"linear": "linear", "log": "log", "log-registration": "log"}
+    values = {"auto": "log", "linear": "linear", "log": "log", "log-registration": "log"}
     graphs = scan_graphs(tmp_path, "intensity_scale", values, "registration_wf.registration")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
         assert node.inputs.intensity == expected
@@ -114,9 +115,10 @@ def test_scan_graph_registers_what_the_settings_say(tmp_path):
 
 
 def test_scan_graph_denoises_only_when_asked(tmp_path):
-    """Denoising before N4 is set on the N4 node only when chosen: a graph without it hashes
-    as before, so older work folders stay valid."""
-    values = {"auto": None, "none": None, "rician": "rician"}
+    """Denoising before N4 is set on the N4 node only when chosen ("auto" without a bundle:
+    rician, as new bundles are trained): a graph without it hashes as before, so older work
+    folders stay valid."""
+    values = {"auto": "rician", "none": None, "rician": "rician"}
     graphs = scan_graphs(tmp_path, "denoising", values, "n4_wf.n4")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
         denoising = node.inputs.denoising
