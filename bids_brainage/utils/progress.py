@@ -2,7 +2,10 @@
 
 Nipype calls ``status_callback(node, status)`` for every node of the flat graph ("start", then
 "end" or "exception"), under MultiProc and Linear alike; cached nodes end too. A scan is done
-when every node of its sub-workflow has ended, failed as soon as one raises.
+when every node of its sub-workflow has ended, failed as soon as one raises. MultiProc runs the
+graph breadth first (every scan's N4, then every registration, ...), so scans tend to finish
+together at the end: the time left is judged on the share of all nodes ended, and a line is
+printed at every tenth of them.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class ScanProgress:
         self.result: dict[str, str] = {}
         self.finished: set[str] = set()
         self.clock = time.monotonic()
+        self.nodes_total = sum(expected.get(p, 0) for p in scans)
+        self.nodes_ended = 0
+        self.tenths_shown = 0
         # levels below the top workflow that name a scan (sub_01_wf.t1w_wf. → 2)
         self.depth = next(iter(scans), ".").count(".")
 
@@ -63,7 +69,8 @@ class ScanProgress:
         if status == "start":
             self.started_at.setdefault(prefix, now)
             return
-        if status == "exception":
+        if status == "exception":  # its other nodes stop counting (none of their events will)
+            self.nodes_total -= self.expected.get(prefix, 0) - self.ended[prefix]
             self._finish(prefix, f"FAILED at {node.name} (see logs/crash-*.txt)", now)
             return
         if status != "end":
@@ -76,22 +83,36 @@ class ScanProgress:
             if text:
                 self.result[prefix] = text
         self.ended[prefix] += 1
+        self.nodes_ended += 1
+        tenths = 10 * self.nodes_ended // max(self.nodes_total, 1)
         if self.ended[prefix] >= self.expected.get(prefix, 0):
             took = now - self.started_at.get(prefix, now)
             text = f"done in {format_seconds(took)}"
             if prefix in self.result:
                 text += f", {self.result[prefix]}"
             self._finish(prefix, text, now)
+        elif tenths > self.tenths_shown and self.nodes_ended < self.nodes_total:
+            self._write(f"{10 * tenths} % of the steps ended{self._time_left(now)}")
+        self.tenths_shown = max(self.tenths_shown, tenths)
+
+    def _time_left(self, now: float) -> str:
+        """``; about 12 min left`` from the share of all nodes ended (not of scans finished)."""
+        if not self.nodes_ended or self.nodes_ended >= self.nodes_total:
+            return ""
+        left = (now - self.clock) / self.nodes_ended * (self.nodes_total - self.nodes_ended)
+        return f"; about {format_seconds(left)} left"
 
     def _finish(self, prefix: str, text: str, now: float) -> None:
         self.finished.add(prefix)
-        done, total = len(self.finished), len(self.scans)
-        if done < total:
-            left = (now - self.clock) / done * (total - done)
-            text += f"; about {format_seconds(left)} left"
+        if len(self.finished) < len(self.scans):
+            text += self._time_left(now)
+        self._write(f"{self.scans[prefix]}: {text}")
+
+    def _write(self, text: str) -> None:
         if not self.quiet:
             # tqdm.write keeps the line whole when several processes print at once
-            tqdm.write(f"[{done}/{total}] {self.scans[prefix]}: {text}", file=self.stream)
+            line = f"[{len(self.finished)}/{len(self.scans)}] {text}"
+            tqdm.write(line, file=self.stream)
             self.stream.flush()
 
 

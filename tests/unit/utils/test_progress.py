@@ -30,15 +30,40 @@ def test_a_line_per_scan_when_its_last_node_ends_and_failures_at_once():
         progress(n, "start")
     progress(eleven, "start")
     progress(one[0], "end")
-    assert out.getvalue() == ""  # sub-1 has a node left; sub-11's node is not sub-1's
+    # sub-1 has a node left (sub-11's node is not sub-1's): only the share of steps, 1 of 6
+    assert out.getvalue().startswith("[0/3] 10 % of the steps ended; about ")
     progress(one[1], "end")
     progress(eleven, "exception")
     progress(eleven, "end")  # nothing more once a scan has failed
     lines = out.getvalue().splitlines()
-    assert len(lines) == 2
-    assert lines[0].startswith("[1/3] sub-1: done in ") and "brain age 40.0 y" in lines[0]
-    assert "left" in lines[0]
-    assert lines[1].startswith("[2/3] sub-11: FAILED at a")
+    assert len(lines) == 3
+    assert lines[1].startswith("[1/3] sub-1: done in ") and "brain age 40.0 y" in lines[1]
+    assert "left" in lines[1]
+    assert lines[2].startswith("[2/3] sub-11: FAILED at a")
+    assert progress.nodes_total == 4  # sub-11's unrun nodes no longer count
+
+
+def test_time_left_follows_the_steps_when_scans_finish_together(monkeypatch):
+    """MultiProc runs every scan's first step, then every second one: all scans finish at the
+    end, and the time left must come from the steps ended (it said 104 h for a 46 min run).
+    """
+    clock = [0.0]
+    monkeypatch.setattr("bids_brainage.utils.progress.time.monotonic", lambda: clock[0])
+    scans = {f"sub_{i}_wf.t1w_wf.": f"sub-{i}" for i in range(10)}
+    out = io.StringIO()
+    progress = ScanProgress(scans, dict.fromkeys(scans, 2), stream=out)
+    for step in ("a", "b"):
+        for i in range(10):
+            clock[0] += 6.0  # every step takes 6 s
+            progress(node(step, f"bids_brainage_wf.sub_{i}_wf.t1w_wf"), "end")
+    lines = out.getvalue().splitlines()
+    # 10 % .. 40 % of the steps: one line each, with the time the remaining steps will take
+    assert lines[0] == "[0/10] 10 % of the steps ended; about 2 min left"
+    assert lines[3] == "[0/10] 40 % of the steps ended; about 72 s left"
+    assert lines[4] == "[0/10] 50 % of the steps ended; about 60 s left"
+    assert lines[5].startswith("[1/10] sub-0: done in ") and lines[5].endswith("about 54 s left")
+    assert lines[-1].startswith("[10/10] sub-9: done in ") and "left" not in lines[-1]
+    assert len(lines) == 15
 
 
 def test_quiet_prints_nothing():
