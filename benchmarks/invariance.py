@@ -40,7 +40,7 @@ from bids_brainage.synthetic.nuisance import (  # noqa: E402
 
 TARGET_MEDIAN, TARGET_MAX, TARGET_VOLUME = 1.5, 4.0, 3.0
 IXI_DIR = [IXI]  # --ixi replaces it
-PREPROCESSING_OPTIONS: list[str] = []  # --intensity-scale, --stripped-n4-grid, --denoising
+PREPROCESSING_OPTIONS: list[str] = []  # --intensity-scale, --stripped-n4-grid, --denoising, ...
 # copies made from the original and the app's own brain mask of it
 MASKED = {"skullstrip": "skull-stripped with its own mask",
           "mnistrip": "skull-stripped, affinely aligned to MNI at 1 mm"}  # fmt:skip
@@ -245,6 +245,8 @@ def main() -> None:
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument("--denoising", choices=("auto", "none", "rician"),
                         help="passed to the participant level")  # fmt:skip
+    parser.add_argument("--contrast-standardisation", choices=("auto", "none", "power"),
+                        help="passed to the participant level")  # fmt:skip
     parser.add_argument(
         "--participants",
         nargs="+",
@@ -265,7 +267,7 @@ def main() -> None:
                              "copies without rerunning the participant level")  # fmt:skip
     opts = parser.parse_args()
     IXI_DIR[0] = opts.ixi
-    for flag in ("intensity_scale", "stripped_n4_grid", "denoising"):
+    for flag in ("intensity_scale", "stripped_n4_grid", "denoising", "contrast_standardisation"):
         if getattr(opts, flag):
             PREPROCESSING_OPTIONS.extend([f"--{flag.replace('_', '-')}", getattr(opts, flag)])
     if opts.rescore:

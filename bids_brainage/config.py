@@ -45,7 +45,8 @@ class ExecutionSettings:
 # The preprocessing "auto" gives when no bundle decides (--model none: what new bundles are
 # trained on); a bundle's contract without the key means its CONTRACT_DEFAULTS (models/bundle.py).
 NEW_PREPROCESSING = {"field_of_view": "head", "intensity_scale": "log-registration",
-                     "stripped_n4_grid": "head", "denoising": "rician"}  # fmt:skip
+                     "stripped_n4_grid": "head", "denoising": "rician",
+                     "contrast_standardisation": "none"}  # fmt:skip
 
 
 @dataclass
@@ -68,6 +69,9 @@ class WorkflowSettings:
     # "rician": denoise before N4 (ANTs non-local means); "none": not (what bundles trained
     # before it expect); "auto": the bundles' contracts
     denoising: str = "auto"
+    # "power": the image raised to the power that sets its GM/WM ratio, then N4 again; "none":
+    # not (what bundles trained before it expect); "auto": the bundles' contracts
+    contrast_standardisation: str = "auto"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 

@@ -83,6 +83,9 @@ def parse():
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument("--denoising", default="auto", choices=("auto", "none", "rician"),
                         help="passed to the participant level")  # fmt:skip
+    parser.add_argument("--contrast-standardisation", default="auto",
+                        choices=("auto", "none", "power"),
+                        help="passed to the participant level")  # fmt:skip
     parser.add_argument("--local", action="store_true", help="train the local-unet bundle")
     parser.add_argument("--unoise", action="store_true",
                         help="train the U-noise model of the default bundle")  # fmt:skip
@@ -100,7 +103,8 @@ def train_all():
     out, work = opts.derivatives, opts.work
     if not opts.skip_participant:
         run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs,
-            "--intensity-scale", opts.intensity_scale, "--denoising", opts.denoising)
+            "--intensity-scale", opts.intensity_scale, "--denoising", opts.denoising,
+            "--contrast-standardisation", opts.contrast_standardisation)
     nuisance = (pd.concat([nuisance_copies_table(*pair) for pair in opts.nuisance],
                           ignore_index=True) if opts.nuisance else None)  # fmt:skip
     train = partial(train_bundle, out, training_participants(), int(opts.nprocs), nuisance)

@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         "means, Rician model), which keeps noise from pulling predictions towards the "
         "training mean. Predictions of a bundle trained otherwise are flagged "
         "denoising_unlike_training")
+    add("--contrast-standardisation", choices=("auto", "none", "power"), default="auto",
+        help="auto (default): what the --model bundles were trained on (bundles older than this "
+        "choice, and --model none: none); power: after a first N4, the image is raised to the "
+        "power that puts its grey/white-matter intensity ratio at one value and corrected with "
+        "N4 again, so that N4 and the tissue classes see one contrast whatever the scanner's "
+        "(measured, no packaged bundle uses it yet). Predictions of a bundle trained otherwise "
+        "are flagged contrast_standardisation_unlike_training")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")
@@ -296,6 +303,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         intensity_scale=opts.intensity_scale,
         stripped_n4_grid=opts.stripped_n4_grid,
         denoising=opts.denoising,
+        contrast_standardisation=opts.contrast_standardisation,
     )
     if opts.train_model and opts.analysis_level != "group":
         raise UsageError("--train-model is a group-level action")

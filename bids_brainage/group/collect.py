@@ -50,6 +50,7 @@ HIDDEN_COLUMNS = (
     "intensity_scale",
     "stripped_n4_grid",
     "denoising",
+    "contrast_standardisation",
     "gm_wm_peak_ratio",
     "cnr_gm_wm",
 )

@@ -165,6 +165,7 @@ PREPROCESSING = {  # contract key: (default of older derivatives, what to rerun)
     "intensity_scale": ("linear", "with one --intensity-scale"),
     "stripped_n4_grid": ("brain", "with one --stripped-n4-grid"),
     "denoising": ("none", "with one --denoising"),
+    "contrast_standardisation": ("none", "with one --contrast-standardisation"),
 }
 
 

@@ -50,6 +50,28 @@ class N4Correct(SimpleInterface):
         return runtime
 
 
+class _ContrastInputSpec(_N4InputSpec):
+    n4_file = File(exists=True, mandatory=True, desc="the first N4 image, where GM/WM is measured")
+    mask_file = File(exists=True, mandatory=True, desc="its brain mask")
+
+
+class ContrastStandardise(SimpleInterface):
+    """N4 again on the conformed image raised to the power that sets its GM/WM ratio."""
+
+    input_spec = _ContrastInputSpec
+    output_spec = _N4OutputSpec
+
+    def _run_interface(self, runtime):
+        out = Path(runtime.cwd) / "t1w_n4.nii.gz"
+        denoising = self.inputs.denoising if isdefined(self.inputs.denoising) else "none"
+        self._results["qc"] = anatomical.standardise_contrast(
+            Path(self.inputs.in_file), Path(self.inputs.n4_file), Path(self.inputs.mask_file),
+            out, stripped_grid=self.inputs.stripped_grid, denoising=denoising,
+        )  # fmt:skip
+        self._results["out_file"] = str(out)
+        return runtime
+
+
 class _BrainExtractionInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="N4-corrected T1w")
     template = traits.Dict(mandatory=True, desc="Template.to_dict()")

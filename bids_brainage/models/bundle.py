@@ -37,7 +37,8 @@ DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
 # stored field of view, before log segmentation segmented the intensities, before the
 # head-sized N4 grid estimated a stripped input's field on its own grid
 CONTRACT_DEFAULTS = {"field_of_view": "stored", "intensity_scale": "linear",
-                     "stripped_n4_grid": "brain", "denoising": "none"}  # fmt:skip
+                     "stripped_n4_grid": "brain", "denoising": "none",
+                     "contrast_standardisation": "none"}  # fmt:skip
 LOGGER = logging.getLogger("bids_brainage")
 
 
@@ -337,7 +338,8 @@ def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str |
                  tissue_scaling: str | None = None,
                  intensity_scale: str | None = None,
                  stripped_n4_grid: str | None = None,
-                 denoising: str | None = None) -> dict:  # fmt:skip
+                 denoising: str | None = None,
+                 contrast_standardisation: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or _input_of(kind)}  # fmt:skip
@@ -351,6 +353,8 @@ def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str |
         contract["stripped_n4_grid"] = stripped_n4_grid
     if denoising is not None:
         contract["denoising"] = denoising
+    if contrast_standardisation is not None:
+        contract["contrast_standardisation"] = contrast_standardisation
     if tissue_scaling is not None:
         contract["tissue_scaling"] = tissue_scaling
     if grid is not None:

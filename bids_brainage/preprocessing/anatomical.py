@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nb
 import numpy as np
 from scipy import ndimage
 
@@ -144,6 +145,14 @@ STRIPPED_GRIDS = ("brain", "head")
 # Rician noise moved the shipped default by +6.1 / -7.1 y, by -0.5 / -2.5 y when the scans
 # were denoised first (ANTs DenoiseImage, Rician model; docs/benchmarks.md, round 12).
 DENOISE_METHODS = ("none", "rician")
+# "power": before N4, the image is raised to the power that puts its GM/WM ratio at
+# CONTRAST_TARGET_RATIO, so N4 (whose histogram sharpening is not blind to a change of contrast:
+# docs/benchmarks.md, round 15) and every later step see one contrast whatever the scanner's
+CONTRAST_METHODS = ("none", "power")
+# the median over the 139 IXI heads' first N4 images (5th-95th percentile 0.64-0.77): a power
+# near 1 for scans like the training scans
+CONTRAST_TARGET_RATIO = 0.72
+CONTRAST_POWER_LIMITS = (0.5, 2.0)  # a ratio near 1 (no contrast) must not blow the image up
 
 
 def denoise(ants, image, mask) -> tuple[object, dict]:
@@ -160,6 +169,45 @@ def denoise(ants, image, mask) -> tuple[object, dict]:
         "denoise": "rician",
         "removed_noise_pct": round(100 * float(removed.std()) / scale, 3),
     }
+
+
+def gm_wm_ratio(data: np.ndarray, inside: np.ndarray) -> float:
+    """GM over WM median intensity inside the brain, the classes from a 3-means of the log
+    intensities. A power law I**k scales the logs, which leaves the 3-means classes as they were:
+    the ratio becomes ratio**k exactly.
+    """
+    values = data[inside & (data > 0)].astype(np.float64)
+    if values.size < 100:
+        raise ValueError(f"only {values.size} positive voxels inside the brain mask")
+    labels = kmeans_1d(np.log(values), 3)
+    gm, wm = (np.median(values[labels == j]) for j in (1, 2))
+    return float(gm / wm)
+
+
+def contrast_power(data: np.ndarray, inside: np.ndarray,
+                   target: float = CONTRAST_TARGET_RATIO) -> tuple[float, float]:  # fmt:skip
+    """The power that takes the image's GM/WM ratio (``gm_wm_ratio``) to ``target``, within
+    ``CONTRAST_POWER_LIMITS``, and that ratio.
+    """
+    ratio = gm_wm_ratio(data, inside)
+    if not 0 < ratio < 1:
+        return 1.0, ratio  # no GM below WM: nothing to standardise (flagged by QC elsewhere)
+    low, high = CONTRAST_POWER_LIMITS
+    return float(np.clip(np.log(target) / np.log(ratio), low, high)), ratio
+
+
+def standardise_contrast(
+    in_file: Path, n4_file: Path, mask_file: Path, out_file: Path, stripped_grid: str = "brain",
+    denoising: str = "none",
+) -> dict:  # fmt:skip
+    """N4 again on the conformed image raised to ``contrast_power`` (measured on the first N4
+    image inside the brain mask): the N4 QC plus the power and the ratio it corrected.
+    """
+    inside = np.asarray(nb.load(mask_file).dataobj) > 0
+    power, ratio = contrast_power(np.asarray(nb.load(n4_file).dataobj, np.float64), inside)
+    qc = n4_correct(in_file, out_file, stripped_grid, denoising, power=power)
+    return {**qc, "contrast": "power", "contrast_power": round(power, 4),
+            "gm_wm_ratio_before": round(ratio, 4)}  # fmt:skip
 
 
 def head_sized_bounds(inside: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
@@ -188,7 +236,7 @@ def _on_bounds(ants, image, array: np.ndarray, low, high):
 
 
 def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
-               denoising: str = "none") -> dict:  # fmt:skip
+               denoising: str = "none", power: float = 1.0) -> dict:  # fmt:skip
     """N4 bias-field correction inside the head mask; a skull-stripped input's field is
     estimated on its own grid (``stripped_grid="brain"``, what bundles trained before the
     choice expect) or on the grid a head would have (``"head"``, ``HEAD_GRID_MARGINS_MM``).
@@ -197,7 +245,7 @@ def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
 
     The field is smooth, so it is estimated on a copy of at most ``N4_ESTIMATION_MM`` voxels
     (shrink 2 on top: 4 mm) and divided out of the full-resolution image: seconds, not minutes,
-    for a 1 mm head.
+    for a 1 mm head. ``power``: the image is first raised to it (``standardise_contrast``).
     """
     if stripped_grid not in STRIPPED_GRIDS:
         raise ValueError(f"stripped_grid must be one of {STRIPPED_GRIDS}, not {stripped_grid!r}")
@@ -205,6 +253,8 @@ def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
         raise ValueError(f"denoising must be one of {DENOISE_METHODS}, not {denoising!r}")
     ants = _ants()
     image = ants.image_read(str(in_file))
+    if power != 1.0:
+        image = image.new_image_like(np.clip(image.numpy(), 0, None) ** power)
     data = image.numpy()
     mask = image.new_image_like(foreground_mask(data).astype(np.float32))  # the head
     noise = {"denoise": "none"}

@@ -38,6 +38,7 @@ def preprocessing_choices(qc: dict) -> dict[str, str]:
         "intensity_scale": intensity_setting(registration, segmentation),
         "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
         "denoising": qc.get("n4", {}).get("denoise", "none"),
+        "contrast_standardisation": qc.get("n4", {}).get("contrast", "none"),
     }
 
 

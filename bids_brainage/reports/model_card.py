@@ -92,6 +92,9 @@ PREPROCESSING_WORDS = {
     "stripped_n4_grid": ("skull-stripped input", {"brain": "N4 on its own grid",
                                                   "head": "N4 on a head-sized grid"}),
     "denoising": ("denoising", {"none": "none", "rician": "Rician non-local means before N4"}),
+    "contrast_standardisation": ("contrast", {
+        "none": "as acquired",
+        "power": "raised to the power that sets its GM/WM ratio, then N4 again"}),
 }  # fmt:skip
 
 

@@ -7,6 +7,7 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.anatomical import (
     BrainExtraction,
+    ContrastStandardise,
     N4Correct,
     NormaliseAndMeasure,
     RegisterToTemplate,
@@ -73,6 +74,26 @@ def init_n4_wf(*, stripped_grid: str = "brain", denoising: str = "none",
         workflow.__desc__ = ("The image was denoised with ANTs' non-local means filter "
                              "(DenoiseImage, Rician noise model), then corrected for intensity "
                              "non-uniformity with N4 (ANTsPy).")  # fmt:skip
+    return workflow
+
+
+def init_contrast_wf(*, stripped_grid: str = "brain", denoising: str = "none",
+                     name: str = "contrast_wf") -> pe.Workflow:  # fmt:skip
+    """The conformed image raised to the power that puts its GM/WM ratio (measured on the first
+    N4 image inside the brain mask) at one value, then denoised and N4-corrected as before.
+
+    Inputs: in_file (conformed T1w), n4_file, mask_file. Outputs: out_file, qc.
+    """
+    node = pe.Node(ContrastStandardise(stripped_grid=stripped_grid), name="contrast")
+    if denoising != "none":
+        node.inputs.denoising = denoising
+    workflow = _single_step_wf(name, node, ["in_file", "n4_file", "mask_file"],
+                               ["out_file", "qc"])  # fmt:skip
+    workflow.__desc__ = (
+        "Its contrast was then standardised: the image was raised to the power that puts its "
+        "grey/white-matter intensity ratio (inside the brain mask, after N4) at a fixed value, "
+        "and the correction above was run again on it."
+    )
     return workflow
 
 
@@ -197,10 +218,12 @@ def init_anat_preproc_wf(
     intensity_scale: str = "linear",
     stripped_n4_grid: str = "brain",
     denoising: str = "none",
+    contrast_standardisation: str = "none",
     threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
-    """Conform → N4 → brain extraction → registration → segmentation → normalisation, features.
+    """Conform → N4 → brain extraction (→ contrast standardisation and N4 again) → registration →
+    segmentation → normalisation, features.
 
     Inputs
     ------
@@ -225,6 +248,17 @@ def init_anat_preproc_wf(
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     conform_wf = init_conform_wf(limits=limits, head_grid=field_of_view == "head")
     n4_wf = init_n4_wf(stripped_grid=stripped_n4_grid, denoising=denoising)
+    # what every step after brain extraction reads: the N4 image, or its contrast-standardised one
+    corrected = n4_wf
+    if contrast_standardisation == "power":
+        corrected = init_contrast_wf(stripped_grid=stripped_n4_grid, denoising=denoising)
+        workflow.connect([
+            (conform_wf, corrected, [("outputnode.t1w_conformed", "inputnode.in_file")]),
+            (n4_wf, corrected, [("outputnode.out_file", "inputnode.n4_file")]),
+        ])  # fmt:skip
+    elif contrast_standardisation != "none":
+        raise ValueError(f"contrast_standardisation must be none or power, "
+                         f"not {contrast_standardisation!r}")  # fmt:skip
     brain_extraction_wf = init_brain_extraction_wf(
         template=template, seed=seed, method=brain_extraction, threads=threads
     )
@@ -244,22 +278,23 @@ def init_anat_preproc_wf(
         (inputnode, conform_wf, [("t1w", "inputnode.t1w")]),
         (conform_wf, n4_wf, [("outputnode.t1w_conformed", "inputnode.in_file")]),
         (n4_wf, brain_extraction_wf, [("outputnode.out_file", "inputnode.in_file")]),
-        (n4_wf, registration_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (corrected, registration_wf, [("outputnode.out_file", "inputnode.in_file")]),
         (brain_extraction_wf, registration_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
-        (n4_wf, segmentation_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (corrected, segmentation_wf, [("outputnode.out_file", "inputnode.in_file")]),
         (brain_extraction_wf, segmentation_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
         (registration_wf, segmentation_wf, [
             ("outputnode.inverse", "inputnode.inverse"),
             ("outputnode.invert_flags", "inputnode.invert_flags")]),
-        (n4_wf, normalisation_wf, [("outputnode.out_file", "inputnode.in_file")]),
+        (corrected, normalisation_wf, [("outputnode.out_file", "inputnode.in_file")]),
         (brain_extraction_wf, normalisation_wf, [("outputnode.out_mask", "inputnode.in_mask")]),
         (segmentation_wf, normalisation_wf, [("outputnode.probseg", "inputnode.probseg")]),
         (segmentation_wf, template_maps_wf, [("outputnode.probseg", "inputnode.probseg")]),
-        (n4_wf, template_maps_wf, [("outputnode.out_file", "inputnode.t1w")]),
+        (corrected, template_maps_wf, [("outputnode.out_file", "inputnode.t1w")]),
         (normalisation_wf, template_maps_wf, [("outputnode.v2_file", "inputnode.v2_file")]),
         (registration_wf, template_maps_wf, [("outputnode.forward", "inputnode.forward")]),
         (conform_wf, outputnode, [("outputnode.qc", "qc_conform")]),
-        (n4_wf, outputnode, [("outputnode.out_file", "t1w_preproc"), ("outputnode.qc", "qc_n4")]),
+        (corrected, outputnode, [("outputnode.out_file", "t1w_preproc"),
+                                 ("outputnode.qc", "qc_n4")]),
         (brain_extraction_wf, outputnode, [("outputnode.out_mask", "brain_mask"),
                                            ("outputnode.qc", "qc_brain")]),
         (registration_wf, outputnode, [("outputnode.qc", "qc_registration")]),
@@ -275,4 +310,7 @@ def init_anat_preproc_wf(
                                         ("outputnode.modulated", "modulated"),
                                         ("outputnode.qc", "qc_template_maps")]),
     ])  # fmt:skip
+    if corrected is not n4_wf:
+        workflow.connect(brain_extraction_wf, "outputnode.out_mask",
+                         corrected, "inputnode.mask_file")  # fmt:skip
     return workflow

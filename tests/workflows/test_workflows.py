@@ -126,6 +126,40 @@ def test_scan_graph_denoises_only_when_asked(tmp_path):
         assert ("non-local means" in methods) == (expected == "rician")
 
 
+def test_contrast_standardisation_feeds_every_step_after_brain_extraction(tmp_path):
+    """With "power" a second N4 of the powered image feeds registration, segmentation, the
+    measures, the template maps and the outputs, and its QC is the scan's N4 QC; brain
+    extraction still reads the first N4 image. Without it ("auto" without a bundle: none) the
+    graph is what it was.
+    """
+    template = resolve_template(tmp_path / "templates").to_dict()
+    for choice in ("none", "power"):
+        workflow = init_anat_preproc_wf(template=template, seed=1, denoising="rician",
+                                        contrast_standardisation=choice)  # fmt:skip
+        graph = workflow._graph
+        sources = {(dst.name, src.name) for src, dst in graph.edges()}
+        readers = {"registration_wf", "segmentation_wf", "normalisation_wf", "template_maps_wf",
+                   "outputnode"}  # fmt:skip
+        expected = "contrast_wf" if choice == "power" else "n4_wf"
+        for reader in readers:
+            assert (reader, expected) in sources, (choice, reader)
+        assert ("brain_extraction_wf", "n4_wf") in sources
+        if choice == "power":
+            node = workflow.get_node("contrast_wf.contrast")
+            assert node.inputs.denoising == "rician"
+            assert {("contrast_wf", "conform_wf"), ("contrast_wf", "brain_extraction_wf")} <= sources
+            assert "grey/white-matter intensity ratio" in methods_text(workflow)
+        else:
+            assert workflow.get_node("contrast_wf") is None
+            assert "grey/white-matter intensity ratio" not in methods_text(workflow)
+    with pytest.raises(ValueError, match="contrast_standardisation must be"):
+        init_anat_preproc_wf(template=template, seed=1, contrast_standardisation="histogram")
+    values = {"auto": None, "none": None, "power": "power"}
+    graphs = scan_graphs(tmp_path, "contrast_standardisation", values, "contrast_wf.contrast")
+    for (node, _), expected in zip(graphs, values.values(), strict=True):
+        assert (node is not None) == (expected is not None)
+
+
 PLANS = {
     "age only": ["default"],
     "age and local maps": ["default", "default-local"],

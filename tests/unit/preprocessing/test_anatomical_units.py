@@ -218,3 +218,83 @@ def test_denoising_before_n4_removes_rician_noise_and_measures_it(tmp_path, rng)
     assert cnr["rician"] > 2 * cnr["none"]
     with pytest.raises(ValueError, match="denoising must be one of"):
         n4_correct(in_file, tmp_path / "y.nii.gz", denoising="gaussian")
+
+
+def three_tissues(rng, shape=(56, 64, 56)):
+    """A head (250) around a brain of CSF (150), GM (400) and WM (550) in blobs, with noise, and
+    the brain. Blobs, not shells: a smooth bias field can mimic concentric shells, and N4 then
+    takes tissue contrast for bias.
+    """
+    from scipy.ndimage import gaussian_filter
+
+    head = ball(shape, (28, 32, 28), 26)
+    brain = ball(shape, (28, 32, 28), 22)
+    pattern = gaussian_filter(rng.normal(size=shape), 1.5)
+    low, high = np.percentile(pattern[brain], [25, 60])
+    tissue = np.select([pattern > high, pattern > low], [550.0, 400.0], 150.0)
+    clean = np.where(brain, tissue, np.where(head, 250.0, 0.0))
+    noisy = np.where(head, np.abs(clean + rng.normal(0, 12, shape)), 0.0)
+    return noisy, brain
+
+
+def test_gm_wm_ratio_follows_a_power_law_exactly(rng):
+    """The classes come from a 3-means of the log intensities, which a power law only scales:
+    I**0.8 gives ratio**0.8 to rounding, and the standardising power takes both to the target.
+    """
+    from bids_brainage.preprocessing.anatomical import (
+        CONTRAST_POWER_LIMITS,
+        CONTRAST_TARGET_RATIO,
+        contrast_power,
+        gm_wm_ratio,
+    )
+
+    data, brain = three_tissues(rng)
+    ratio = gm_wm_ratio(data, brain)
+    assert ratio == pytest.approx(400 / 550, abs=0.01)
+    assert gm_wm_ratio(data**0.8, brain) == pytest.approx(ratio**0.8, rel=1e-9)
+    assert gm_wm_ratio(3.0 * data, brain) == pytest.approx(ratio, rel=1e-9)
+    for image in (data, data**0.8, data**1.3):
+        power, measured = contrast_power(image, brain)
+        assert gm_wm_ratio(image**power, brain) == pytest.approx(CONTRAST_TARGET_RATIO, rel=1e-9)
+    # no contrast left: the power is capped, not blown up
+    flat = np.where(brain, 500.0 + rng.normal(0, 1, data.shape), 0.0)
+    assert contrast_power(flat, brain)[0] == CONTRAST_POWER_LIMITS[1]
+    with pytest.raises(ValueError, match="positive voxels inside the brain mask"):
+        gm_wm_ratio(data, np.zeros_like(brain))
+
+
+def test_standardised_contrast_makes_n4_see_one_image(tmp_path, rng):
+    """A head with a smooth bias field and its copy under gamma 0.8: after standardisation the
+    two N4 images are one image up to a scale (they were a power law apart), and the QC
+    records the power and the ratio it corrected.
+    """
+    import nibabel as nb
+
+    from bids_brainage.preprocessing.anatomical import (
+        CONTRAST_TARGET_RATIO,
+        gm_wm_ratio,
+        n4_correct,
+        standardise_contrast,
+    )
+
+    data, brain = three_tissues(rng)
+    x = np.linspace(-1, 1, data.shape[0])[:, None, None]
+    biased = data * (1 + 0.2 * x)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    mask = tmp_path / "mask.nii.gz"
+    nb.Nifti1Image(brain.astype(np.uint8), affine).to_filename(mask)
+    out, qcs = {}, {}
+    for name, image in (("orig", biased), ("gamma", biased**0.8)):
+        raw, first = tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_n4.nii.gz"
+        nb.Nifti1Image(image.astype(np.float32), affine).to_filename(raw)
+        n4_correct(raw, first)
+        out[name] = tmp_path / f"{name}_std.nii.gz"
+        qcs[name] = standardise_contrast(raw, first, mask, out[name])
+    assert qcs["orig"]["contrast"] == "power"
+    assert qcs["gamma"]["contrast_power"] == pytest.approx(qcs["orig"]["contrast_power"] / 0.8,
+                                                           rel=0.02)  # fmt:skip
+    images = {k: np.asarray(nb.load(v).dataobj, np.float64) for k, v in out.items()}
+    for image in images.values():
+        assert gm_wm_ratio(image, brain) == pytest.approx(CONTRAST_TARGET_RATIO, abs=0.01)
+    ratio = images["gamma"][brain] / images["orig"][brain]
+    assert np.percentile(np.abs(ratio / np.median(ratio) - 1), 99) < 0.01

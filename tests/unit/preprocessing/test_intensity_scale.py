@@ -85,4 +85,7 @@ def test_the_qc_of_both_steps_gives_the_setting():
     # QC from before the choices: what the oldest bundles were trained on
     assert preprocessing_choices({}) == {"brain_extraction": "template",
                                          "field_of_view": "stored", "intensity_scale": "linear",
-                                         "stripped_n4_grid": "brain", "denoising": "none"}  # fmt:skip
+                                         "stripped_n4_grid": "brain", "denoising": "none",
+                                         "contrast_standardisation": "none"}  # fmt:skip
+    assert preprocessing_choices({"n4": {"contrast": "power"}})["contrast_standardisation"] \
+        == "power"
