@@ -8,7 +8,10 @@ registered to the template once (log scale), and Atropos segments, with those sa
 that same mask, (a) the original's N4 image, (b) that image raised to the power fitted between
 the two N4 images (an exact change of contrast, same N4 field), and (c) the gamma copy's own N4
 image resampled onto the original's grid (its own N4 field). (b) − (a) is what Atropos adds,
-(c) − (b) what N4 adds; registration and mask stay fixed. Prints Markdown.
+(c) − (b) what N4 adds; registration and mask stay fixed. Then both stored images go through
+``--contrast-standardisation power`` (``standardise_contrast``: each raised to the power that
+puts its GM/WM ratio, measured on its own N4 image and mask, at one value, then N4 again) and
+the copy's result is compared with the original's in the same way. Prints Markdown.
 """
 
 from __future__ import annotations
@@ -27,7 +30,11 @@ from scipy.ndimage import gaussian_filter
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bids_brainage.preprocessing.anatomical import register_to_template, segment  # noqa: E402
+from bids_brainage.preprocessing.anatomical import (  # noqa: E402
+    register_to_template,
+    segment,
+    standardise_contrast,
+)
 from bids_brainage.utils.templates import resolve_template  # noqa: E402
 
 
@@ -65,6 +72,14 @@ def scan_rows(keep: Path, subject: str, template, scratch: Path) -> list[dict]:
     for name, data in (("power", np.clip(o, 0, None) ** k), ("copy N4", np.clip(c, 0, None))):
         images[name] = scratch / f"{subject}_{name.replace(' ', '')}.nii.gz"
         nb.Nifti1Image(data.astype(np.float32), original.affine).to_filename(images[name])
+    for copy in ("orig", "gammabias"):  # the stored images through the contrast step
+        label = f"sub-{subject}{copy}"
+        stored = keep / "bids" / label / "anat" / f"{label}_T1w.nii.gz"
+        out = scratch / f"{subject}{copy}_standardised.nii.gz"
+        standardise_contrast(stored, path(copy, "desc-preproc_T1w"), path(copy, "desc-brain_mask"),
+                             out, stripped_grid="head", denoising="rician")  # fmt:skip
+        images[f"{copy} standardised"] = out
+        resample_from_to(nb.load(out), original, order=1).to_filename(out)
     transforms, _ = register_to_template(images["orig"], mask, template, None, "fast", scratch,
                                          "log")  # fmt:skip
     rows = []
@@ -72,11 +87,12 @@ def scan_rows(keep: Path, subject: str, template, scratch: Path) -> list[dict]:
         volumes = {name: {t: float(p.sum()) for t, p in
                           segment(image, mask, template, transforms, scale)[0].items()}
                    for name, image in images.items()}  # fmt:skip
-        for name in ("power", "copy N4"):
+        for name, base in (("power", "orig"), ("copy N4", "orig"),
+                           ("gammabias standardised", "orig standardised")):  # fmt:skip
             rows.append({"subject": subject, "scale": scale, "image": name, "power": k,
                          "field_low": low, "field_high": high,
-                         **{t: 100 * (volumes[name][t] / volumes["orig"][t] - 1)
-                            for t in volumes["orig"]}})  # fmt:skip
+                         **{t: 100 * (volumes[name][t] / volumes[base][t] - 1)
+                            for t in volumes[base]}})  # fmt:skip
     return rows
 
 
@@ -91,14 +107,14 @@ def main() -> None:
         rows = [row for subject in opts.subjects
                 for row in scan_rows(opts.keep, subject, template, Path(scratch))]  # fmt:skip
     print(f"{len(opts.subjects)} scans, {time.perf_counter() - started:.0f} s\n")
-    for row in rows[::4]:
+    for row in rows[::6]:
         print(
             f"{row['subject']}: power {row['power']:.3f}; N4 fields differ by "
             f"{row['field_low']:+.3f} to {row['field_high']:+.3f} (log, 5th–95th percentile)"
         )
     print("\n| Atropos on | image | Δ GM % | Δ WM % | Δ CSF % |\n|---|---|---|---|---|")
     for scale in ("linear", "log"):
-        for name in ("power", "copy N4"):
+        for name in ("power", "copy N4", "gammabias standardised"):
             part = [r for r in rows if r["scale"] == scale and r["image"] == name]
             cells = [", ".join(f"{r[t]:+.2f}" for r in part) for t in ("GM", "WM", "CSF")]
             print(f"| {scale} | {name} | {' | '.join(cells)} |")
