@@ -33,6 +33,11 @@ class _N4OutputSpec(TraitedSpec):
     qc = traits.Dict()
 
 
+def _n4_options(inputs) -> dict:
+    denoising = inputs.denoising if isdefined(inputs.denoising) else "none"
+    return {"stripped_grid": inputs.stripped_grid, "denoising": denoising}
+
+
 class N4Correct(SimpleInterface):
     """N4 bias-field correction."""
 
@@ -41,11 +46,8 @@ class N4Correct(SimpleInterface):
 
     def _run_interface(self, runtime):
         out = Path(runtime.cwd) / "t1w_n4.nii.gz"
-        denoising = self.inputs.denoising if isdefined(self.inputs.denoising) else "none"
-        self._results["qc"] = anatomical.n4_correct(
-            Path(self.inputs.in_file), out, stripped_grid=self.inputs.stripped_grid,
-            denoising=denoising,
-        )  # fmt:skip
+        self._results["qc"] = anatomical.n4_correct(Path(self.inputs.in_file), out,
+                                                    **_n4_options(self.inputs))  # fmt:skip
         self._results["out_file"] = str(out)
         return runtime
 
@@ -62,13 +64,12 @@ class ContrastStandardise(SimpleInterface):
     output_spec = _N4OutputSpec
 
     def _run_interface(self, runtime):
-        out = Path(runtime.cwd) / "t1w_n4.nii.gz"
-        denoising = self.inputs.denoising if isdefined(self.inputs.denoising) else "none"
-        self._results["qc"] = anatomical.standardise_contrast(
-            Path(self.inputs.in_file), Path(self.inputs.n4_file), Path(self.inputs.mask_file),
-            out, stripped_grid=self.inputs.stripped_grid, denoising=denoising,
-        )  # fmt:skip
-        self._results["out_file"] = str(out)
+        out = Path(runtime.cwd) / "t1w_contrast_n4.nii.gz"
+        files = (self.inputs.in_file, self.inputs.n4_file, self.inputs.mask_file)
+        self._results.update(
+            out_file=str(out),
+            qc=anatomical.standardise_contrast(*map(Path, files), out, **_n4_options(self.inputs)),
+        )
         return runtime
 
 

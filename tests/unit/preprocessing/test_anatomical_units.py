@@ -298,3 +298,23 @@ def test_standardised_contrast_makes_n4_see_one_image(tmp_path, rng):
         assert gm_wm_ratio(image, brain) == pytest.approx(CONTRAST_TARGET_RATIO, abs=0.01)
     ratio = images["gamma"][brain] / images["orig"][brain]
     assert np.percentile(np.abs(ratio / np.median(ratio) - 1), 99) < 0.01
+
+
+def test_the_contrast_interface_runs_in_its_own_folder_after_n4(tmp_path, rng, monkeypatch):
+    """The Nipype interfaces of the two steps, one after the other in one folder: the second
+    writes its own file and records its choices."""
+    import nibabel as nb
+
+    from bids_brainage.interfaces.anatomical import ContrastStandardise, N4Correct
+
+    data, brain = three_tissues(rng)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    nb.Nifti1Image(data.astype(np.float32), affine).to_filename(tmp_path / "t1w.nii.gz")
+    nb.Nifti1Image(brain.astype(np.uint8), affine).to_filename(tmp_path / "mask.nii.gz")
+    monkeypatch.chdir(tmp_path)
+    first = N4Correct(in_file="t1w.nii.gz", stripped_grid="head").run().outputs
+    second = ContrastStandardise(in_file="t1w.nii.gz", n4_file=first.out_file,
+                                 mask_file="mask.nii.gz", stripped_grid="head").run().outputs  # fmt:skip
+    assert second.out_file != first.out_file
+    assert second.qc["contrast"] == "power" and second.qc["denoise"] == "none"
+    assert second.qc["gm_wm_ratio_before"] == pytest.approx(400 / 550, abs=0.01)
