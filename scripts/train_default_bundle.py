@@ -104,7 +104,7 @@ def train_all():
     if not opts.skip_participant:
         run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs,
             "--intensity-scale", opts.intensity_scale, "--denoising", opts.denoising,
-            "--contrast-standardisation", opts.contrast_standardisation)
+            "--contrast-standardisation", opts.contrast_standardisation)  # fmt:skip
     nuisance = (pd.concat([nuisance_copies_table(*pair) for pair in opts.nuisance],
                           ignore_index=True) if opts.nuisance else None)  # fmt:skip
     train = partial(train_bundle, out, training_participants(), int(opts.nprocs), nuisance)

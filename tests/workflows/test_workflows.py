@@ -147,7 +147,10 @@ def test_contrast_standardisation_feeds_every_step_after_brain_extraction(tmp_pa
         if choice == "power":
             node = workflow.get_node("contrast_wf.contrast")
             assert node.inputs.denoising == "rician"
-            assert {("contrast_wf", "conform_wf"), ("contrast_wf", "brain_extraction_wf")} <= sources
+            assert {
+                ("contrast_wf", "conform_wf"),
+                ("contrast_wf", "brain_extraction_wf"),
+            } <= sources
             assert "grey/white-matter intensity ratio" in methods_text(workflow)
         else:
             assert workflow.get_node("contrast_wf") is None

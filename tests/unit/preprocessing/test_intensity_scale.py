@@ -87,5 +87,6 @@ def test_the_qc_of_both_steps_gives_the_setting():
                                          "field_of_view": "stored", "intensity_scale": "linear",
                                          "stripped_n4_grid": "brain", "denoising": "none",
                                          "contrast_standardisation": "none"}  # fmt:skip
-    assert preprocessing_choices({"n4": {"contrast": "power"}})["contrast_standardisation"] \
-        == "power"
+    assert (
+        preprocessing_choices({"n4": {"contrast": "power"}})["contrast_standardisation"] == "power"
+    )
