@@ -191,7 +191,7 @@ def contrast_power(data: np.ndarray, inside: np.ndarray,
     """
     ratio = gm_wm_ratio(data, inside)
     if not 0 < ratio < 1:
-        return 1.0, ratio  # no GM below WM: nothing to standardise (flagged by QC elsewhere)
+        return 1.0, ratio  # equal class medians: no contrast to set (log(1) = 0)
     low, high = CONTRAST_POWER_LIMITS
     return float(np.clip(np.log(target) / np.log(ratio), low, high)), ratio
 

@@ -15,7 +15,7 @@ from ..interfaces.anatomical import (
     TemplateSpaceMaps,
 )
 from ..interfaces.conform import Conform
-from ..preprocessing.anatomical import intensity_steps
+from ..preprocessing.anatomical import CONTRAST_METHODS, intensity_steps
 
 
 def init_conform_wf(
@@ -247,6 +247,9 @@ def init_anat_preproc_wf(
     inputnode = pe.Node(niu.IdentityInterface(fields=["t1w"]), name="inputnode")
     outputnode = pe.Node(niu.IdentityInterface(fields=outputs), name="outputnode")
     conform_wf = init_conform_wf(limits=limits, head_grid=field_of_view == "head")
+    if contrast_standardisation not in CONTRAST_METHODS:
+        raise ValueError(f"contrast_standardisation must be one of {CONTRAST_METHODS}, "
+                         f"not {contrast_standardisation!r}")  # fmt:skip
     n4_wf = init_n4_wf(stripped_grid=stripped_n4_grid, denoising=denoising)
     # what every step after brain extraction reads: the N4 image, or its contrast-standardised one
     corrected = n4_wf
@@ -256,9 +259,6 @@ def init_anat_preproc_wf(
             (conform_wf, corrected, [("outputnode.t1w_conformed", "inputnode.in_file")]),
             (n4_wf, corrected, [("outputnode.out_file", "inputnode.n4_file")]),
         ])  # fmt:skip
-    elif contrast_standardisation != "none":
-        raise ValueError(f"contrast_standardisation must be none or power, "
-                         f"not {contrast_standardisation!r}")  # fmt:skip
     brain_extraction_wf = init_brain_extraction_wf(
         template=template, seed=seed, method=brain_extraction, threads=threads
     )
