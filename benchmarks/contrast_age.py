@@ -1,7 +1,7 @@
 """What ``--contrast-standardisation power`` does to real heads, and how much of the contrast it
 takes out is age.
 
-    python benchmarks/contrast_age.py WITH WITHOUT [--participants PARTICIPANTS_TSV]
+    python benchmarks/contrast_age.py WITH WITHOUT [--bids-dir BIDS_DIR]
 
 WITH and WITHOUT: participant-level outputs of the same scans with ``--contrast-standardisation
 power`` and without it (same other options). For each scan the QC gives the GM/WM ratio the
@@ -23,25 +23,27 @@ from scipy import stats
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bids_brainage.preprocessing.anatomical import CONTRAST_POWER_LIMITS  # noqa: E402
+from bids_brainage.utils.bids import read_participants  # noqa: E402
 from bids_brainage.utils.derivatives import ScanDerivatives  # noqa: E402
 
-DEFAULT_PARTICIPANTS = ROOT.parent / "shared" / "data" / "ixi-hh-2mm" / "participants.tsv"
+IXI = ROOT.parent / "shared" / "data" / "ixi-hh-2mm"
 
 
-def scan_table(with_step: Path, without_step: Path, ages: pd.Series) -> pd.DataFrame:
+def scan_table(with_step: Path, without_step: Path, ages: dict[str, float]) -> pd.DataFrame:
     rows = []
     for qc_file in ScanDerivatives.find_qc(with_step):
         qc = json.loads(qc_file.read_text())
-        participant = "sub-" + qc["scan"]["subject"]
+        subject = qc["scan"]["subject"]
         volumes_file = qc_file.name.replace("_qc.json", "_desc-volumes_features.tsv")
         other = without_step / qc_file.relative_to(with_step).parent / volumes_file
-        if not other.exists() or participant not in ages.index:
+        if not other.exists() or subject not in ages:
             continue
         power = pd.read_csv(qc_file.parent / volumes_file, sep="\t").iloc[0]
         plain = pd.read_csv(other, sep="\t").iloc[0]
         row = {
-            "participant": participant,
-            "age": ages[participant],
+            "participant": f"sub-{subject}",
+            "age": ages[subject],
             "ratio": qc["n4"]["gm_wm_ratio_before"],
             "power": qc["n4"]["contrast_power"],
             "gm_fraction_with": power["gm_fraction"],
@@ -50,7 +52,7 @@ def scan_table(with_step: Path, without_step: Path, ages: pd.Series) -> pd.DataF
         for tissue in ("gm", "wm", "csf"):
             row[f"delta_{tissue}_pct"] = 100 * (power[f"{tissue}_ml"] / plain[f"{tissue}_ml"] - 1)
         rows.append(row)
-    return pd.DataFrame(rows).dropna(subset=["age"])
+    return pd.DataFrame(rows)
 
 
 def report(table: pd.DataFrame) -> str:
@@ -79,11 +81,12 @@ def report(table: pd.DataFrame) -> str:
         )
     r_with = stats.pearsonr(table["gm_fraction_with"], table["age"])[0]
     r_without = stats.pearsonr(table["gm_fraction_without"], table["age"])[0]
-    capped = int((table["power"] <= 0.5 + 1e-6).sum() + (table["power"] >= 2 - 1e-6).sum())
+    low, high = CONTRAST_POWER_LIMITS
+    capped = int(((table["power"] <= low + 1e-6) | (table["power"] >= high - 1e-6)).sum())
     lines += [
         "",
         f"Pearson r of the GM fraction with age: {r_with:+.3f} with the step, "
-        f"{r_without:+.3f} without. Powers at the 0.5 / 2 cap: {capped}.",
+        f"{r_without:+.3f} without. Powers at the {low:g} / {high:g} cap: {capped}.",
     ]
     extremes = table.reindex(table["delta_gm_pct"].abs().sort_values(ascending=False).index)
     lines += ["", "Largest GM changes:", ""]
@@ -99,10 +102,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("with_step", type=Path)
     parser.add_argument("without_step", type=Path)
-    parser.add_argument("--participants", type=Path, default=DEFAULT_PARTICIPANTS)
+    parser.add_argument("--bids-dir", type=Path, default=IXI, help="where participants.tsv is")
     args = parser.parse_args(argv)
-    participants = pd.read_csv(args.participants, sep="\t", na_values=["n/a"])
-    ages = pd.to_numeric(participants.set_index("participant_id")["age"], errors="coerce")
+    demographics, _ = read_participants(args.bids_dir)
+    ages = {label: d.age for label, d in demographics.items() if d.age is not None}
     table = scan_table(args.with_step, args.without_step, ages)
     if table.empty:
         parser.error(f"no scan is in both {args.with_step} and {args.without_step} with an age")

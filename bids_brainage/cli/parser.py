@@ -145,9 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         "power that puts its grey/white-matter intensity ratio at one value and corrected with "
         "N4 again, so that N4 and the tissue classes see one contrast. That ratio also falls "
         "with age (Spearman -0.76 over the IXI heads), so the step takes out age-related "
-        "contrast as well as the scanner's (measured, no packaged bundle uses it). "
-        "Predictions of a bundle trained otherwise "
-        "are flagged contrast_standardisation_unlike_training")
+        "contrast as well as the scanner's (measured, no packaged bundle uses it). Predictions "
+        "of a bundle trained otherwise are flagged contrast_standardisation_unlike_training")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")
