@@ -247,6 +247,8 @@ def main() -> None:
                         help="passed to the participant level")  # fmt:skip
     parser.add_argument("--contrast-standardisation", choices=("auto", "none", "power"),
                         help="passed to the participant level")  # fmt:skip
+    parser.add_argument("--bias-correction", choices=("auto", "head", "brain"),
+                        help="passed to the participant level")  # fmt:skip
     parser.add_argument(
         "--participants",
         nargs="+",
@@ -267,7 +269,8 @@ def main() -> None:
                              "copies without rerunning the participant level")  # fmt:skip
     opts = parser.parse_args()
     IXI_DIR[0] = opts.ixi
-    for flag in ("intensity_scale", "stripped_n4_grid", "denoising", "contrast_standardisation"):
+    for flag in ("intensity_scale", "stripped_n4_grid", "denoising", "contrast_standardisation",
+                 "bias_correction"):
         if getattr(opts, flag):
             PREPROCESSING_OPTIONS.extend([f"--{flag.replace('_', '-')}", getattr(opts, flag)])
     if opts.rescore:

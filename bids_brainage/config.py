@@ -46,7 +46,7 @@ class ExecutionSettings:
 # trained on); a bundle's contract without the key means its CONTRACT_DEFAULTS (models/bundle.py).
 NEW_PREPROCESSING = {"field_of_view": "head", "intensity_scale": "log-registration",
                      "stripped_n4_grid": "head", "denoising": "rician",
-                     "contrast_standardisation": "none"}  # fmt:skip
+                     "contrast_standardisation": "none", "bias_correction": "head"}  # fmt:skip
 
 
 @dataclass
@@ -72,6 +72,10 @@ class WorkflowSettings:
     # "power": the image raised to the power that sets its GM/WM ratio, then N4 again; "none":
     # not (what bundles trained before it expect); "auto": the bundles' contracts
     contrast_standardisation: str = "auto"
+    # "brain": N4 again inside the brain mask on a head-sized grid around it, so a head and its
+    # brain given skull-stripped take one path; "head": not (what bundles trained before it
+    # expect); "auto": the bundles' contracts
+    bias_correction: str = "auto"
     allow_template_download: bool = False
     template: dict = field(default_factory=dict)  # Template.to_dict(), resolved at run time
 

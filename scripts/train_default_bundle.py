@@ -86,6 +86,8 @@ def parse():
     parser.add_argument("--contrast-standardisation", default="auto",
                         choices=("auto", "none", "power"),
                         help="passed to the participant level")  # fmt:skip
+    parser.add_argument("--bias-correction", default="auto", choices=("auto", "head", "brain"),
+                        help="passed to the participant level")  # fmt:skip
     parser.add_argument("--local", action="store_true", help="train the local-unet bundle")
     parser.add_argument("--unoise", action="store_true",
                         help="train the U-noise model of the default bundle")  # fmt:skip
@@ -104,7 +106,8 @@ def train_all():
     if not opts.skip_participant:
         run(DATA, out, "participant", "--model", "none", "-w", work, "--nprocs", opts.nprocs,
             "--intensity-scale", opts.intensity_scale, "--denoising", opts.denoising,
-            "--contrast-standardisation", opts.contrast_standardisation)  # fmt:skip
+            "--contrast-standardisation", opts.contrast_standardisation,
+            "--bias-correction", opts.bias_correction)  # fmt:skip
     nuisance = (pd.concat([nuisance_copies_table(*pair) for pair in opts.nuisance],
                           ignore_index=True) if opts.nuisance else None)  # fmt:skip
     train = partial(train_bundle, out, training_participants(), int(opts.nprocs), nuisance)

@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         "with age (Spearman -0.76 over the IXI heads), so the step takes out age-related "
         "contrast as well as the scanner's (measured, no packaged bundle uses it). Predictions "
         "of a bundle trained otherwise are flagged contrast_standardisation_unlike_training")
+    add("--bias-correction", choices=("auto", "head", "brain"), default="auto",
+        help="auto (default): what the --model bundles were trained on (bundles older than this "
+        "choice, and --model none: head); head: registration and tissue classes read the N4 "
+        "image corrected inside the head mask; brain: N4 again after brain extraction, inside "
+        "the brain mask, its field estimated on a grid of fixed margins around the brain, so "
+        "that a head and the same brain given skull-stripped are corrected alike (measured, no "
+        "packaged bundle uses it). Predictions of a bundle trained otherwise are flagged "
+        "bias_correction_unlike_training")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")
@@ -305,6 +313,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         stripped_n4_grid=opts.stripped_n4_grid,
         denoising=opts.denoising,
         contrast_standardisation=opts.contrast_standardisation,
+        bias_correction=opts.bias_correction,
     )
     if opts.train_model and opts.analysis_level != "group":
         raise UsageError("--train-model is a group-level action")

@@ -51,6 +51,7 @@ HIDDEN_COLUMNS = (
     "stripped_n4_grid",
     "denoising",
     "contrast_standardisation",
+    "bias_correction",
     "gm_wm_peak_ratio",
     "cnr_gm_wm",
 )

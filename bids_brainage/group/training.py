@@ -166,6 +166,7 @@ PREPROCESSING = {  # contract key: (default of older derivatives, what to rerun)
     "stripped_n4_grid": ("brain", "with one --stripped-n4-grid"),
     "denoising": ("none", "with one --denoising"),
     "contrast_standardisation": ("none", "with one --contrast-standardisation"),
+    "bias_correction": ("head", "with one --bias-correction"),
 }
 
 

@@ -73,6 +73,26 @@ class ContrastStandardise(SimpleInterface):
         return runtime
 
 
+class _BrainN4InputSpec(BaseInterfaceInputSpec):
+    in_file = File(exists=True, mandatory=True, desc="the conformed T1w")
+    mask_file = File(exists=True, mandatory=True, desc="its brain mask")
+    denoising = traits.Enum("none", "rician", desc="denoise before N4 (ANTs, Rician model)")
+
+
+class BrainN4(SimpleInterface):
+    """N4 again, inside the brain mask, on the head-sized grid around the brain."""
+
+    input_spec = _BrainN4InputSpec
+    output_spec = _N4OutputSpec
+
+    def _run_interface(self, runtime):
+        out = Path(runtime.cwd) / "t1w_brain_n4.nii.gz"
+        denoising = self.inputs.denoising if isdefined(self.inputs.denoising) else "none"
+        self._results.update(out_file=str(out), qc=anatomical.n4_in_brain(
+            Path(self.inputs.in_file), Path(self.inputs.mask_file), out, denoising))  # fmt:skip
+        return runtime
+
+
 class _BrainExtractionInputSpec(BaseInterfaceInputSpec):
     in_file = File(exists=True, mandatory=True, desc="N4-corrected T1w")
     template = traits.Dict(mandatory=True, desc="Template.to_dict()")

@@ -38,7 +38,7 @@ DEFAULT_MODELS = (DEFAULT_BUNDLE, "default-local", "default-unoise")
 # head-sized N4 grid estimated a stripped input's field on its own grid
 CONTRACT_DEFAULTS = {"field_of_view": "stored", "intensity_scale": "linear",
                      "stripped_n4_grid": "brain", "denoising": "none",
-                     "contrast_standardisation": "none"}  # fmt:skip
+                     "contrast_standardisation": "none", "bias_correction": "head"}  # fmt:skip
 LOGGER = logging.getLogger("bids_brainage")
 
 
@@ -339,7 +339,8 @@ def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str |
                  intensity_scale: str | None = None,
                  stripped_n4_grid: str | None = None,
                  denoising: str | None = None,
-                 contrast_standardisation: str | None = None) -> dict:  # fmt:skip
+                 contrast_standardisation: str | None = None,
+                 bias_correction: str | None = None) -> dict:  # fmt:skip
     contract = {"template": template["name"], "resolution": int(template["resolution"]),
                 "normalisation": NORMALISATION, "working_voxel_mm": WORKING_VOXEL_MM,
                 "input": input_kind or _input_of(kind)}  # fmt:skip
@@ -355,6 +356,8 @@ def contract_for(template: dict, kind: str, grid: dict | None, input_kind: str |
         contract["denoising"] = denoising
     if contrast_standardisation is not None:
         contract["contrast_standardisation"] = contrast_standardisation
+    if bias_correction is not None:
+        contract["bias_correction"] = bias_correction
     if tissue_scaling is not None:
         contract["tissue_scaling"] = tissue_scaling
     if grid is not None:

@@ -83,7 +83,7 @@ def prediction_flags(card: dict, age: float | None, predicted: float, qc_flags=(
     range, a GM/WM contrast-to-noise ratio (``cnr``) below theirs, an input that came
     skull-stripped, preprocessing
     (``brain_extraction``, ``field_of_view``, ``intensity_scale``, ``stripped_n4_grid``,
-    ``denoising``, ``contrast_standardisation``)
+    ``denoising``, ``contrast_standardisation``, ``bias_correction``)
     unlike the training scans', input voxels
     (``voxel_mm``, per axis) coarser than the working grid.
     """

@@ -153,6 +153,11 @@ CONTRAST_METHODS = ("none", "power")
 # near 1 for scans like the training scans
 CONTRAST_TARGET_RATIO = 0.72
 CONTRAST_POWER_LIMITS = (0.5, 2.0)  # a ratio near 1 (no contrast) must not blow the image up
+# "brain": after brain extraction, N4 again on the conformed image inside the brain mask, its
+# field estimated on the head-sized grid around that brain (HEAD_GRID_MARGINS_MM). A head and
+# the same brain given skull-stripped then reach registration and Atropos through one path;
+# "head": the first N4 (inside the head mask) is what they read (bundles trained before it).
+BIAS_CORRECTIONS = ("head", "brain")
 
 
 def denoise(ants, image, mask) -> tuple[object, dict]:
@@ -210,6 +215,23 @@ def standardise_contrast(
             "gm_wm_ratio_before": round(ratio, 4)}  # fmt:skip
 
 
+def n4_in_brain(in_file: Path, mask_file: Path, out_file: Path, denoising: str = "none") -> dict:
+    """N4 of the conformed image inside the brain mask (zero outside it), its field estimated on
+    the head-sized grid around the brain whatever grid the image is stored on: the same result
+    for a head and for its brain given skull-stripped (``BIAS_CORRECTIONS``).
+    """
+    image = nb.load(in_file)
+    inside = np.asarray(nb.load(mask_file).dataobj) > 0
+    if inside.shape != image.shape[:3] or not inside.any():
+        raise ValueError(f"{mask_file}: brain mask empty or not on the grid of {in_file}")
+    brain = np.where(inside, np.clip(np.asarray(image.dataobj, np.float32), 0, None), 0)
+    with tempfile.TemporaryDirectory() as scratch:
+        masked = Path(scratch) / "brain.nii.gz"
+        nb.save(nb.Nifti1Image(brain.astype(np.float32), image.affine), masked)
+        qc = n4_correct(masked, out_file, "head", denoising, head_sized=True)
+    return {**qc, "bias_correction": "brain"}
+
+
 def head_sized_bounds(inside: np.ndarray, spacing) -> tuple[np.ndarray, np.ndarray]:
     """Voxel bounds [low, high) of ``inside``'s box widened by ``HEAD_GRID_MARGINS_MM`` on a
     RAS-ordered grid; they may reach beyond it.
@@ -236,7 +258,8 @@ def _on_bounds(ants, image, array: np.ndarray, low, high):
 
 
 def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
-               denoising: str = "none", power: float = 1.0) -> dict:  # fmt:skip
+               denoising: str = "none", power: float = 1.0,
+               head_sized: bool | None = None) -> dict:  # fmt:skip
     """N4 bias-field correction inside the head mask; a skull-stripped input's field is
     estimated on its own grid (``stripped_grid="brain"``, what bundles trained before the
     choice expect) or on the grid a head would have (``"head"``, ``HEAD_GRID_MARGINS_MM``).
@@ -246,6 +269,8 @@ def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
     The field is smooth, so it is estimated on a copy of at most ``N4_ESTIMATION_MM`` voxels
     (shrink 2 on top: 4 mm) and divided out of the full-resolution image: seconds, not minutes,
     for a 1 mm head. ``power``: the image is first raised to it (``standardise_contrast``).
+    ``head_sized``: estimate on the head-sized grid (True) or the stored one (False) whether or
+    not the input looks skull-stripped; None decides by ``stripped_grid`` and that test.
     """
     if stripped_grid not in STRIPPED_GRIDS:
         raise ValueError(f"stripped_grid must be one of {STRIPPED_GRIDS}, not {stripped_grid!r}")
@@ -263,7 +288,10 @@ def n4_correct(in_file: Path, out_file: Path, stripped_grid: str = "brain",
     shift = float(data.min())
     positive = image - shift + 1.0 if shift <= 0 else image  # N4 works on a log scale
     estimate_on, estimate_mask = positive, mask
-    if stripped_grid == "head" and is_skull_stripped(data, float(np.prod(image.spacing)) / 1e3)[0]:
+    if head_sized is None:
+        head_sized = stripped_grid == "head" and is_skull_stripped(
+            data, float(np.prod(image.spacing)) / 1e3)[0]
+    if head_sized:
         low, high = head_sized_bounds(mask.numpy() > 0, image.spacing)
         estimate_on = _on_bounds(ants, image, positive.numpy(), low, high)
         estimate_mask = _on_bounds(ants, image, mask.numpy(), low, high)

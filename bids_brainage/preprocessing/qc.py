@@ -39,6 +39,7 @@ def preprocessing_choices(qc: dict) -> dict[str, str]:
         "stripped_n4_grid": qc.get("n4", {}).get("stripped_grid", "brain"),
         "denoising": qc.get("n4", {}).get("denoise", "none"),
         "contrast_standardisation": qc.get("n4", {}).get("contrast", "none"),
+        "bias_correction": qc.get("n4", {}).get("bias_correction", "head"),
     }
 
 

@@ -95,6 +95,9 @@ PREPROCESSING_WORDS = {
     "contrast_standardisation": ("contrast", {
         "none": "as acquired",
         "power": "raised to the power that sets its GM/WM ratio, then N4 again"}),
+    "bias_correction": ("bias field", {
+        "head": "N4 inside the head",
+        "brain": "N4 again inside the brain, on a head-sized grid around it"}),
 }  # fmt:skip
 
 

@@ -7,6 +7,7 @@ from nipype.pipeline import engine as pe
 
 from ..interfaces.anatomical import (
     BrainExtraction,
+    BrainN4,
     ContrastStandardise,
     N4Correct,
     NormaliseAndMeasure,
@@ -15,7 +16,7 @@ from ..interfaces.anatomical import (
     TemplateSpaceMaps,
 )
 from ..interfaces.conform import Conform
-from ..preprocessing.anatomical import CONTRAST_METHODS, intensity_steps
+from ..preprocessing.anatomical import BIAS_CORRECTIONS, CONTRAST_METHODS, intensity_steps
 
 
 def init_conform_wf(
@@ -93,6 +94,24 @@ def init_contrast_wf(*, stripped_grid: str = "brain", denoising: str = "none",
         "Its contrast was then standardised: the image was raised to the power that puts its "
         "grey/white-matter intensity ratio (inside the brain mask, after N4) at a fixed value, "
         "and the correction above was run again on it."
+    )
+    return workflow
+
+
+def init_brain_n4_wf(*, denoising: str = "none", name: str = "brain_n4_wf") -> pe.Workflow:
+    """N4 again on the conformed image inside the brain mask, its field estimated on the
+    head-sized grid around the brain: one path for a head and its brain given skull-stripped.
+
+    Inputs: in_file (conformed T1w), mask_file. Outputs: out_file, qc.
+    """
+    node = pe.Node(BrainN4(), name="brain_n4")
+    if denoising != "none":
+        node.inputs.denoising = denoising
+    workflow = _single_step_wf(name, node, ["in_file", "mask_file"], ["out_file", "qc"])
+    workflow.__desc__ = (
+        "The correction above was then run again on the image inside the brain mask, its "
+        "field estimated on a grid of fixed margins around the brain, so that a head and the "
+        "same brain given skull-stripped are corrected alike."
     )
     return workflow
 
@@ -219,10 +238,12 @@ def init_anat_preproc_wf(
     stripped_n4_grid: str = "brain",
     denoising: str = "none",
     contrast_standardisation: str = "none",
+    bias_correction: str = "head",
     threads: int = 1,
     name: str = "anat_preproc_wf",
 ) -> pe.Workflow:
-    """Conform → N4 → brain extraction (→ contrast standardisation and N4 again) → registration →
+    """Conform → N4 → brain extraction (→ contrast standardisation and N4 again, or N4 again inside
+    the brain) → registration →
     segmentation → normalisation, features.
 
     Inputs
@@ -250,9 +271,19 @@ def init_anat_preproc_wf(
     if contrast_standardisation not in CONTRAST_METHODS:
         raise ValueError(f"contrast_standardisation must be one of {CONTRAST_METHODS}, "
                          f"not {contrast_standardisation!r}")  # fmt:skip
+    if bias_correction not in BIAS_CORRECTIONS:
+        raise ValueError(f"bias_correction must be one of {BIAS_CORRECTIONS}, "
+                         f"not {bias_correction!r}")  # fmt:skip
+    if bias_correction == "brain" and contrast_standardisation != "none":
+        raise ValueError("bias_correction 'brain' and contrast_standardisation "
+                         f"{contrast_standardisation!r} cannot be combined")  # fmt:skip
     n4_wf = init_n4_wf(stripped_grid=stripped_n4_grid, denoising=denoising)
-    # what every step after brain extraction reads: the N4 image, or its contrast-standardised one
+    # what every step after brain extraction reads: the N4 image, its contrast-standardised one,
+    # or the one corrected again inside the brain
     corrected = n4_wf
+    if bias_correction == "brain":
+        corrected = init_brain_n4_wf(denoising=denoising)
+        workflow.connect(conform_wf, "outputnode.t1w_conformed", corrected, "inputnode.in_file")
     if contrast_standardisation == "power":
         corrected = init_contrast_wf(stripped_grid=stripped_n4_grid, denoising=denoising)
         workflow.connect([

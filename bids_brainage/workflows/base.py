@@ -90,6 +90,7 @@ def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:
         stripped_n4_grid=_resolved(settings, "stripped_n4_grid"),
         denoising=_resolved(settings, "denoising"),
         contrast_standardisation=_resolved(settings, "contrast_standardisation"),
+        bias_correction=_resolved(settings, "bias_correction"),
         threads=config.nipype.omp_nthreads,
     )
     relative = scan.path.relative_to(execution.bids_dir).as_posix()

@@ -163,6 +163,33 @@ def test_contrast_standardisation_feeds_every_step_after_brain_extraction(tmp_pa
         assert (node is not None) == (expected is not None)
 
 
+
+def test_bias_correction_in_the_brain_feeds_every_step_after_brain_extraction(tmp_path):
+    """With "brain" N4 runs again on the conformed image inside the brain mask and feeds
+    registration, segmentation, the measures, the template maps and the outputs; brain
+    extraction still reads the first N4 image. It does not combine with the contrast step.
+    """
+    template = resolve_template(tmp_path / "templates").to_dict()
+    workflow = init_anat_preproc_wf(template=template, seed=1, bias_correction="brain")
+    sources = {(dst.name, src.name) for src, dst in workflow._graph.edges()}
+    for reader in ("registration_wf", "segmentation_wf", "normalisation_wf", "template_maps_wf",
+                   "outputnode"):  # fmt:skip
+        assert (reader, "brain_n4_wf") in sources, reader
+        assert (reader, "n4_wf") not in sources or reader == "outputnode", reader
+    assert {("brain_extraction_wf", "n4_wf"), ("brain_n4_wf", "conform_wf"),
+            ("brain_n4_wf", "brain_extraction_wf")} <= sources  # fmt:skip
+    assert "inside the brain mask" in methods_text(workflow)
+    with pytest.raises(ValueError, match="bias_correction must be"):
+        init_anat_preproc_wf(template=template, seed=1, bias_correction="skull")
+    with pytest.raises(ValueError, match="cannot be combined"):
+        init_anat_preproc_wf(template=template, seed=1, bias_correction="brain",
+                             contrast_standardisation="power")  # fmt:skip
+    values = {"auto": None, "head": None, "brain": "brain"}
+    graphs = scan_graphs(tmp_path, "bias_correction", values, "brain_n4_wf.brain_n4")
+    for (node, _), expected in zip(graphs, values.values(), strict=True):
+        assert (node is not None) == (expected is not None)
+
+
 PLANS = {
     "age only": ["default"],
     "age and local maps": ["default", "default-local"],

@@ -23,17 +23,20 @@ def test_training_records_the_one_preprocessing_of_its_scans():
                           "intensity_scale": ["log"] * 2,
                           "stripped_n4_grid": ["head"] * 2,
                           "denoising": ["rician"] * 2,
-                          "contrast_standardisation": ["power"] * 2})  # fmt:skip
+                          "contrast_standardisation": ["power"] * 2,
+                          "bias_correction": ["brain"] * 2})  # fmt:skip
     found = preprocessing_of(scans)
     assert found == {"brain_extraction": "deepbet", "field_of_view": "head",
                      "intensity_scale": "log", "stripped_n4_grid": "head",
-                     "denoising": "rician", "contrast_standardisation": "power"}  # fmt:skip
+                     "denoising": "rician", "contrast_standardisation": "power",
+                     "bias_correction": "brain"}  # fmt:skip
     contract = contract_for({"name": "MNI152NLin2009cSym", "resolution": 2}, "tissue-linear",
                             None, **found)  # fmt:skip
     assert _bundle(contract).intensity_scale == "log"
     assert _bundle(contract).preprocessed_with("stripped_n4_grid") == "head"
     assert _bundle(contract).preprocessed_with("denoising") == "rician"
     assert _bundle(contract).preprocessed_with("contrast_standardisation") == "power"
+    assert _bundle(contract).preprocessed_with("bias_correction") == "brain"
 
 
 def test_derivatives_from_before_a_choice_count_as_its_old_value():
@@ -42,6 +45,7 @@ def test_derivatives_from_before_a_choice_count_as_its_old_value():
     assert preprocessing_of(scans)["stripped_n4_grid"] == "brain"
     assert preprocessing_of(scans)["denoising"] == "none"
     assert preprocessing_of(scans)["contrast_standardisation"] == "none"
+    assert preprocessing_of(scans)["bias_correction"] == "head"
 
 
 def test_mixed_segmentation_is_refused():
@@ -71,7 +75,7 @@ def test_without_bundles_auto_is_what_new_bundles_are_trained_on_and_choices_sta
     assert {k: getattr(settings, k) for k in NEW_PREPROCESSING} == NEW_PREPROCESSING
     chosen = SimpleNamespace(
         field_of_view="stored", intensity_scale="linear", stripped_n4_grid="brain",
-        denoising="none", contrast_standardisation="none",
+        denoising="none", contrast_standardisation="none", bias_correction="head",
     )  # fmt:skip
     resolve_preprocessing(chosen, [_bundle({"intensity_scale": "log"})])
     assert (chosen.field_of_view, chosen.intensity_scale) == ("stored", "linear")

@@ -318,3 +318,54 @@ def test_the_contrast_interface_runs_in_its_own_folder_after_n4(tmp_path, rng, m
     assert second.out_file != first.out_file
     assert second.qc["contrast"] == "power" and second.qc["denoise"] == "none"
     assert second.qc["gm_wm_ratio_before"] == pytest.approx(400 / 550, abs=0.01)
+
+
+def test_n4_in_the_brain_corrects_a_head_and_its_stripped_brain_alike(tmp_path, rng):
+    """A biased head and the same brain given skull-stripped on a grid of brain + 4 voxels:
+    with ``n4_in_brain`` (``--bias-correction brain``) the two reach the later steps as one image
+    (to 0.1 %); N4 inside the head against N4 of the stripped brain (``head``) differs by more.
+    """
+    import nibabel as nb
+
+    from bids_brainage.interfaces.anatomical import BrainN4
+    from bids_brainage.preprocessing.anatomical import n4_correct, n4_in_brain
+
+    data, brain = three_tissues(rng)
+    x = np.linspace(-1, 1, data.shape[0])[:, None, None]
+    head = data * (1 + 0.2 * x)
+    box = tuple(slice(a.min() - 4, a.max() + 5) for a in np.nonzero(brain))
+    stripped = np.where(brain, head, 0.0)[box]
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    shifted = affine.copy()
+    shifted[:3, 3] = [2.0 * s.start for s in box]  # the stripped grid sits where its box was
+    files = {}
+    for name, image, grid, mask in (("head", head, affine, brain),
+                                    ("stripped", stripped, shifted, brain[box])):  # fmt:skip
+        files[name] = (tmp_path / f"{name}.nii.gz", tmp_path / f"{name}_mask.nii.gz")
+        nb.Nifti1Image(image.astype(np.float32), grid).to_filename(files[name][0])
+        nb.Nifti1Image(mask.astype(np.uint8), grid).to_filename(files[name][1])
+
+    def inside_brain(name, out):
+        out = np.asarray(nb.load(out).dataobj, np.float64)
+        return (out[box] if name == "head" else out)[brain[box]]
+
+    alike, first = {}, {}
+    for name, (image, mask) in files.items():
+        qc = n4_in_brain(image, mask, tmp_path / f"{name}_brain_n4.nii.gz")
+        assert qc["bias_correction"] == "brain"
+        alike[name] = inside_brain(name, tmp_path / f"{name}_brain_n4.nii.gz")
+        n4_correct(image, tmp_path / f"{name}_n4.nii.gz")
+        first[name] = inside_brain(name, tmp_path / f"{name}_n4.nii.gz")
+    assert np.max(np.abs(alike["stripped"] / alike["head"] - 1)) < 1e-3
+    assert np.max(np.abs(first["stripped"] / first["head"] - 1)) > 0.01
+    # the bias is gone inside the brain: WM no longer rises from left to right
+    wm = head[brain] > 500
+    left = (np.indices(head.shape)[0] < 28)[brain]
+    corrected = alike["head"]
+    assert abs(np.median(corrected[wm & ~left]) / np.median(corrected[wm & left]) - 1) < 0.03
+    with pytest.raises(ValueError, match="brain mask empty"):
+        nb.Nifti1Image(np.zeros(head.shape, np.uint8), affine).to_filename(tmp_path / "e.nii.gz")
+        n4_in_brain(files["head"][0], tmp_path / "e.nii.gz", tmp_path / "x.nii.gz")
+    outputs = BrainN4(in_file=str(files["head"][0]), mask_file=str(files["head"][1])).run(
+        cwd=str(tmp_path)).outputs
+    assert outputs.qc["bias_correction"] == "brain" and outputs.qc["denoise"] == "none"
