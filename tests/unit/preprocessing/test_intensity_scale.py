@@ -86,7 +86,9 @@ def test_the_qc_of_both_steps_gives_the_setting():
     assert preprocessing_choices({}) == {"brain_extraction": "template",
                                          "field_of_view": "stored", "intensity_scale": "linear",
                                          "stripped_n4_grid": "brain", "denoising": "none",
-                                         "contrast_standardisation": "none"}  # fmt:skip
+                                         "contrast_standardisation": "none",
+                                         "bias_correction": "head"}  # fmt:skip
+    assert preprocessing_choices({"n4": {"bias_correction": "brain"}})["bias_correction"] == "brain"
     assert (
         preprocessing_choices({"n4": {"contrast": "power"}})["contrast_standardisation"] == "power"
     )
