@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         "of a bundle trained otherwise are flagged field_of_view_unlike_training")
     add("--intensity-scale", choices=("auto", *INTENSITY_SETTINGS), default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than the "
-        "choice: linear; with --model none: log-registration); linear: registration and "
+        "choice, and --model none: linear); linear: registration and "
         "Atropos work on the intensities; log: on their logarithm, which makes the warp and "
         "the tissue classes blind to a power-law change of contrast; log-registration: the "
         "warp on the logarithm, Atropos on the intensities (the log scale makes Atropos "
@@ -135,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         "correction independent of how much margin the stripped brain is stored with")
     add("--denoising", choices=("auto", "none", "rician"), default="auto",
         help="auto (default): what the --model bundles were trained on (bundles older than this "
-        "choice: none; with --model none: rician); rician: denoise before N4 (ANTs non-local "
+        "choice, and --model none: none); rician: denoise before N4 (ANTs non-local "
         "means, Rician model), which keeps noise from pulling predictions towards the "
         "training mean. Predictions of a bundle trained otherwise are flagged "
         "denoising_unlike_training")
@@ -148,13 +148,13 @@ def build_parser() -> argparse.ArgumentParser:
         "contrast as well as the scanner's (measured, no packaged bundle uses it). Predictions "
         "of a bundle trained otherwise are flagged contrast_standardisation_unlike_training")
     add("--bias-correction", choices=("auto", "head", "brain"), default="auto",
-        help="auto (default): what the --model bundles were trained on (bundles older than this "
-        "choice, and --model none: head); head: registration and tissue classes read the N4 "
-        "image corrected inside the head mask; brain: N4 again after brain extraction, inside "
-        "the brain mask, its field estimated on a grid of fixed margins around the brain, so "
-        "that a head and the same brain given skull-stripped are corrected alike (measured, no "
-        "packaged bundle uses it). Predictions of a bundle trained otherwise are flagged "
-        "bias_correction_unlike_training")
+        help="auto (default): what the --model bundles were trained on (the packaged ones "
+        "and --model none: brain; bundles older than this choice, and any run with "
+        "--contrast-standardisation power: head); head: registration and tissue classes read "
+        "the N4 image corrected inside the head mask; brain: N4 again after brain extraction, "
+        "inside the brain mask, its field estimated on a grid of fixed margins around the "
+        "brain, so that a head and the same brain given skull-stripped are corrected alike. "
+        "Predictions of a bundle trained otherwise are flagged bias_correction_unlike_training")
     add("--allow-template-download", action="store_true",
         help="let TemplateFlow download MNI152NLin2009cAsym if it is not on disk "
         "(default: never download; use the packaged offline template instead)")

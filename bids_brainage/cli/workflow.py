@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import __version__
-from ..config import NEW_PREPROCESSING, Config
+from ..config import NEW_PREPROCESSING, Config, bias_correction_with
 from ..models.bundle import load_selected_bundles
 from ..models.kinds import BundlePlan
 from ..utils.atlas import SOURCE as ATLAS_SOURCE
@@ -40,10 +40,13 @@ def resolve_preprocessing(settings, bundles) -> None:
     are checked and flagged when they differ); without bundles (preprocessing for training),
     what new bundles are trained on (``NEW_PREPROCESSING``).
     """
+    bias_correction_chosen = settings.bias_correction != "auto"
     for key in NEW_PREPROCESSING:
         if getattr(settings, key) == "auto":
             value = bundles[0].preprocessed_with(key) if bundles else NEW_PREPROCESSING[key]
             setattr(settings, key, value)
+    settings.bias_correction = bias_correction_with(
+        settings.contrast_standardisation, settings.bias_correction, bias_correction_chosen)
 
 
 @dataclass

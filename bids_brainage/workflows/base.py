@@ -8,7 +8,7 @@ from itertools import groupby
 from nipype.interfaces import utility as niu
 from nipype.pipeline import engine as pe
 
-from ..config import NEW_PREPROCESSING, Config
+from ..config import NEW_PREPROCESSING, Config, bias_correction_with
 from ..interfaces.qc import AssembleQC
 from ..utils.bids import T1wScan
 from .anatomical import init_anat_preproc_wf
@@ -56,7 +56,11 @@ def _resolved(settings, key: str) -> str:
     built otherwise) gives what new bundles are trained on.
     """
     value = getattr(settings, key)
-    return NEW_PREPROCESSING[key] if value == "auto" else value
+    resolved = NEW_PREPROCESSING[key] if value == "auto" else value
+    if key == "bias_correction":
+        contrast = _resolved(settings, "contrast_standardisation")
+        return bias_correction_with(contrast, resolved, chosen=value != "auto")
+    return resolved
 
 
 def init_scan_wf(*, config: Config, scan: T1wScan, name: str) -> pe.Workflow:

@@ -98,7 +98,7 @@ def scan_graphs(tmp_path, setting: str, values, node: str):
 
 def test_scan_graph_segments_what_the_settings_say(tmp_path):
     """A config built without the CLI ("auto") segments as new bundles are trained: on the
-    intensities (log-registration)."""
+    intensities (linear)."""
     values = {"auto": "linear", "linear": "linear", "log": "log", "log-registration": "linear"}
     graphs = scan_graphs(tmp_path, "intensity_scale", values, "segmentation_wf.segmentation")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
@@ -107,7 +107,7 @@ def test_scan_graph_segments_what_the_settings_say(tmp_path):
 
 
 def test_scan_graph_registers_what_the_settings_say(tmp_path):
-    values = {"auto": "log", "linear": "linear", "log": "log", "log-registration": "log"}
+    values = {"auto": "linear", "linear": "linear", "log": "log", "log-registration": "log"}
     graphs = scan_graphs(tmp_path, "intensity_scale", values, "registration_wf.registration")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
         assert node.inputs.intensity == expected
@@ -116,9 +116,9 @@ def test_scan_graph_registers_what_the_settings_say(tmp_path):
 
 def test_scan_graph_denoises_only_when_asked(tmp_path):
     """Denoising before N4 is set on the N4 node only when chosen ("auto" without a bundle:
-    rician, as new bundles are trained): a graph without it hashes as before, so older work
+    none, as new bundles are trained): a graph without it hashes as before, so older work
     folders stay valid."""
-    values = {"auto": "rician", "none": None, "rician": "rician"}
+    values = {"auto": None, "none": None, "rician": "rician"}
     graphs = scan_graphs(tmp_path, "denoising", values, "n4_wf.n4")
     for (node, methods), expected in zip(graphs, values.values(), strict=True):
         denoising = node.inputs.denoising
@@ -184,7 +184,7 @@ def test_bias_correction_in_the_brain_feeds_every_step_after_brain_extraction(tm
     with pytest.raises(ValueError, match="cannot be combined"):
         init_anat_preproc_wf(template=template, seed=1, bias_correction="brain",
                              contrast_standardisation="power")  # fmt:skip
-    values = {"auto": None, "head": None, "brain": "brain"}
+    values = {"auto": "brain", "head": None, "brain": "brain"}  # auto: as new bundles
     graphs = scan_graphs(tmp_path, "bias_correction", values, "brain_n4_wf.brain_n4")
     for (node, _), expected in zip(graphs, values.values(), strict=True):
         assert (node is not None) == (expected is not None)

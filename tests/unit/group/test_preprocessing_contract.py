@@ -79,3 +79,20 @@ def test_without_bundles_auto_is_what_new_bundles_are_trained_on_and_choices_sta
     )  # fmt:skip
     resolve_preprocessing(chosen, [_bundle({"intensity_scale": "log"})])
     assert (chosen.field_of_view, chosen.intensity_scale) == ("stored", "linear")
+
+
+def test_power_contrast_keeps_the_head_correction_unless_both_are_chosen():
+    """The contrast step corrects the head, so with it "auto" gives N4 in the head even where
+    the bundle or new bundles correct inside the brain; both chosen are refused later."""
+    settings = WorkflowSettings(contrast_standardisation="power")
+    resolve_preprocessing(settings, [_bundle({"bias_correction": "brain"})])
+    assert settings.bias_correction == "head"
+    settings = WorkflowSettings(contrast_standardisation="power")
+    resolve_preprocessing(settings, [])
+    assert settings.bias_correction == "head"
+    chosen = WorkflowSettings(contrast_standardisation="power", bias_correction="brain")
+    resolve_preprocessing(chosen, [])
+    assert chosen.bias_correction == "brain"
+    plain = WorkflowSettings()
+    resolve_preprocessing(plain, [_bundle({"bias_correction": "brain"})])
+    assert plain.bias_correction == "brain"
