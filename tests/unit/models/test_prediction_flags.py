@@ -26,8 +26,16 @@ def test_failed_qc_and_contrast_travel_into_the_prediction():
     assert prediction_flags(CARD, 45.0, 50.0, ["unlike_t1w_contrast"]) == [
         "unlike_training_contrast"
     ]
-    # stripped input is less certain than a head (round 8's benchmark), though not failed QC
-    assert prediction_flags(CARD, 45.0, 50.0, ["skull_stripped_input"]) == ["skull_stripped_input"]
+    # stripped input is less certain than a head when N4 corrects the head (round 8's
+    # benchmark: up to 7.7 y), though not failed QC; N4 again inside the brain gives both one
+    # path (round 18: 2.1 y at most), so a bundle trained on it does not flag it
+    stripped = ["skull_stripped_input"]
+    assert prediction_flags(CARD, 45.0, 50.0, stripped) == stripped
+    head = {"bias_correction": "head"}
+    assert prediction_flags(CARD, 45.0, 50.0, stripped, preprocessing=head) == stripped
+    brain_card = {**CARD, "contract": {"bias_correction": "brain"}}
+    in_brain = {"bias_correction": "brain"}
+    assert prediction_flags(brain_card, 45.0, 50.0, stripped, preprocessing=in_brain) == []
 
 
 def test_contrast_outside_the_training_scans_range_is_flagged():
