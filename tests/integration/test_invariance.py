@@ -31,9 +31,9 @@ SUBJECTS = {**PAIR, "IXI354": 46.0}
 CI_TRANSFORMS = ("up1mm", "ras", "float32")
 MAX_DELTA_AGE, MEDIAN_DELTA_AGE, MAX_VOLUME_PCT = 4.0, 1.5, 3.0
 VOLUME_PCT = dict.fromkeys(("gm", "wm", "csf"), MAX_VOLUME_PCT)
-# A stripped input's own brain mask is a little tighter at the brain's edge: its CSF fell by
-# up to 3.3 % on 13 IXI scans (GM, WM within 0.7 %; docs/benchmarks.md, round 18), over the
-# 3 % target; 5 % still catches a return to N4 inside the head (up to 7.3 %).
+# The CSF of a stripped input fell by up to 3.3 % on 13 IXI scans (GM, WM within 0.7 %;
+# docs/benchmarks.md, round 18), over the 3 % target; 5 % still catches a return to N4 inside
+# the head (up to 7.3 %).
 STRIPPED_VOLUME_PCT = {**VOLUME_PCT, "csf": 5.0}
 
 
