@@ -2,7 +2,8 @@
 
 Copies of three real scans that differ only in voxel size (1 mm), storage orientation, data
 type or a skull strip must give the default model's predicted age within 4 years (median within
-1.5) and GM, WM and CSF volumes within 3 % of the original's (issue 18's targets).
+1.5) and GM, WM and CSF volumes within 3 % of the original's (issue 18's targets; a stripped
+copy's CSF within 5 %, see STRIPPED_VOLUME_PCT).
 """
 
 from __future__ import annotations
