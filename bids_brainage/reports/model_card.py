@@ -203,13 +203,24 @@ def model_card_markdown(card: dict) -> str:
                   f"{len(nuisance['source_participants'])} training participants, each the "
                   "same scan stored or acquired another way; method: "
                   f"{nuisance['method']}."]  # fmt:skip
+        if params.get("members"):
+            lines.append("- Block sizes: the prediction is the mean of the ridges fitted on " +
+                         ", ".join(f"{voxel_mm * int(m['factor']):g} mm (alpha {m['alpha']:g})"
+                                   for m in params["members"]) +
+                         " blocks (the downsampling curve shows each block size alone).")  # fmt:skip
         if params.get("copy_shift"):
-            lines.append("- Block size: the most accurate in inner CV (held-out scans and their "
-                         "copies) of those whose held-out copies stay within "
-                         f"{COPY_SHIFT_LIMIT:g} y of their source ({COPY_SHIFT_PERCENTILE:g}th "
-                         "percentile of the change). That percentile by block size: " + ", ".join(
-                             f"{voxel_mm * int(k):g} mm {v:.2f} y" for k, v in
-                             params["copy_shift"].items()))  # fmt:skip
+            shifts = ", ".join(f"{voxel_mm * int(k):g} mm {v:.2f} y"
+                               for k, v in params["copy_shift"].items())  # fmt:skip
+            if params.get("members"):
+                lines.append("- Held-out copies in inner CV, each block size alone: "
+                             f"{COPY_SHIFT_PERCENTILE:g}th percentile of the change against "
+                             f"their source: {shifts}.")  # fmt:skip
+            else:
+                lines.append("- Block size: the most accurate in inner CV (held-out scans and "
+                             "their copies) of those whose held-out copies stay within "
+                             f"{COPY_SHIFT_LIMIT:g} y of their source ({COPY_SHIFT_PERCENTILE:g}"
+                             f"th percentile of the change). That percentile by block size: "
+                             f"{shifts}")  # fmt:skip
     local = card.get("local_cross_validation")
     if local:
         lines += [

@@ -230,3 +230,35 @@ def test_factor_choice_judges_a_percentile_of_the_copies_not_their_maximum():
     shifts = {}
     _, _, best = choose_factor(maps, y, (1, 2), 0, inner_fit, held_out_copies, shifts)
     assert shifts[1] == pytest.approx(1.45) and best == 1
+
+
+def test_averaged_block_sizes_are_the_mean_of_ridges_fitted_alone(rng):
+    """With two or more of ``averaged_factors`` among ``factors``, the prediction is the plain
+    mean of the ridges each of those block sizes gives when fitted on its own (copies included);
+    the bundle state and the torch function give the same numbers.
+    """
+    import torch
+
+    n = 40
+    age = rng.uniform(20, 80, n)
+    maps = rng.normal(0.5, 0.05, (n, 2, 8, 8, 8)).astype(np.float32)
+    maps[:, 0, :4] += ((age - 50) / 200)[:, None, None, None]
+    rows = np.arange(0, n, 5)
+    nuisance = np.zeros((len(rows), 2, 8, 8, 8), np.float32)
+    nuisance[:, 1, :, :4] = 0.05
+    model = TissueLinear((1, 2, 4), averaged_factors=(2, 4)).fit(
+        maps, age, nuisance=nuisance, nuisance_rows=rows)  # fmt:skip
+    alone = [TissueLinear((f,)).fit(maps, age, nuisance=nuisance, nuisance_rows=rows)
+             for f in (2, 4)]  # fmt:skip
+    expected = np.mean([m.predict(maps) for m in alone], axis=0)
+    np.testing.assert_allclose(model.predict(maps), expected, rtol=1e-10)
+    assert set(model.curve_) == {1, 2, 4} and model.augmented_ == len(rows)
+    arrays, params = model.state()
+    assert [m["factor"] for m in params["members"]] == [2, 4]
+    restored = TissueLinear.from_state(arrays, params)
+    np.testing.assert_allclose(restored.predict(maps), expected, rtol=1e-10)
+    as_torch = restored.torch_predict(torch.as_tensor(maps, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(as_torch, expected, rtol=1e-6)  # float32 block averages
+    # one averaged factor among those searched: the single best block size, as before
+    single = TissueLinear((1, 2), averaged_factors=(2, 4)).fit(maps, age)
+    assert single.members_ == [] and "members" not in single.state()[1]
