@@ -182,6 +182,8 @@ TRAINING_TRANSFORMS = {
     "xcoarse": ("downsampled to 3.4 mm", lambda img: resample_to_voxels(img, 3.4)),
     "xoblique": ("15° oblique grid, the other way", lambda img: oblique(img, -15.0)),
     "xgamma": ("gamma 1.25 and a ±30 % bias field", lambda img: gamma_and_bias(img, 1.25, 0.3, 7)),
+    # contrast changes both ways: a compressed bright end narrows the WM class, unlike 1.25
+    "xsoft": ("gamma 0.7 and a ±25 % bias field", lambda img: gamma_and_bias(img, 0.7, 0.25, 13)),
     "xcrop": ("field of view −30 mm inferior", lambda img: pad_inferior(img, -30.0)),
     "xnoise": ("Rician noise, 4 %", lambda img: rician_noise(img, 0.04, 11)),
 }
