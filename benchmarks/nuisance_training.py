@@ -11,7 +11,8 @@ CV MAE on the originals, the out-of-fold MAE on the copies (each copy predicted 
 that did not see its source), the out-of-fold |copy − source| shift per training transform
 (median / max), and, fitted on every training scan, the shift on the invariance copies. The
 demo's sources are left out, as in training. Variants: the plain ridge at each block size,
-larger fixed penalties, a PCA-truncated ridge, smoothed maps, and augmentation with the copies.
+larger fixed penalties, a PCA-truncated ridge, smoothed maps, augmentation with the copies,
+and the mean of augmented ridges at three block sizes.
 """
 
 from __future__ import annotations
@@ -76,6 +77,33 @@ class Variant:
         return self.ridge.predict(z if self.basis is None else z @ self.basis)
 
 
+class AveragedVariant:
+    """The mean of plain ridges at several block sizes (``tissue-linear``'s default since
+    round 19); its design is the block sizes' designs side by side.
+    """
+
+    def __init__(self, factors=(4, 6, 8)):
+        self.members = [Variant(f) for f in factors]
+
+    def design(self, maps):
+        parts = [m.design(maps) for m in self.members]
+        self.edges = np.cumsum([0] + [p.shape[1] for p in parts])
+        return np.concatenate(parts, axis=1)
+
+    def _parts(self, design):
+        return [design[:, a:b] for a, b in zip(self.edges[:-1], self.edges[1:], strict=True)]
+
+    def fit(self, design, ages, extra=None):
+        extras = self._parts(extra[0]) if extra is not None else [None] * len(self.members)
+        for member, part, more in zip(self.members, self._parts(design), extras, strict=True):
+            member.fit(part, ages, None if more is None else (more, extra[1]))
+        return self
+
+    def predict(self, design):
+        return np.mean([m.predict(p) for m, p in zip(self.members, self._parts(design),
+                                                      strict=True)], axis=0)  # fmt:skip
+
+
 def load(derivatives: Path, copies: list[tuple[Path, Path]], invariance: Path | None):
     table, _ = collect_scan_table(DATA, derivatives, training_participants())
     scans, _ = select_training_scans(table, ModelSettings().control_labels)
@@ -137,6 +165,7 @@ VARIANTS = {  # name: (factor, alpha, sigma in 2 mm voxels, components, augment)
     **{f"ridge on {k} PCs, 8 mm": (4, None, 0.0, k, False) for k in (20, 60)},
     "ridge, maps smoothed (σ 3 mm), 8 mm": (4, None, 1.5, None, False),
     **{f"augmented ridge, {2 * f} mm blocks": (f, None, 0.0, None, True) for f in (3, 4, 6, 8)},
+    "augmented ridges, mean of 8, 12 and 16 mm blocks": ((4, 6, 8), None, 0.0, None, True),
 }
 
 
@@ -153,7 +182,8 @@ def main() -> None:
     rows = []
     for name in opts.variants:
         factor, alpha, sigma, components, augment = VARIANTS[name]
-        variant = Variant(factor, alpha, sigma, components)
+        variant = (AveragedVariant(factor) if isinstance(factor, tuple)
+                   else Variant(factor, alpha, sigma, components))  # fmt:skip
         designs = [variant.design(a) if a is not None and a.ndim > 2 else a for a in data]
         rows.append({"variant": name, **score(variant, designs, augment)})
         print(rows[-1], file=sys.stderr, flush=True)
