@@ -204,10 +204,11 @@ def model_card_markdown(card: dict) -> str:
                   "same scan stored or acquired another way; method: "
                   f"{nuisance['method']}."]  # fmt:skip
         if params.get("members"):
-            lines.append("- Block sizes: the prediction is the mean of the ridges fitted on " +
-                         ", ".join(f"{voxel_mm * int(m['factor']):g} mm (alpha {m['alpha']:g})"
-                                   for m in params["members"]) +
-                         " blocks (the downsampling curve shows each block size alone).")  # fmt:skip
+            members = ", ".join(f"{voxel_mm * int(m['factor']):g} mm (alpha {m['alpha']:g})"
+                                for m in params["members"])  # fmt:skip
+            lines.append(f"- Block sizes: the prediction is the mean of the ridges fitted on "
+                         f"{members} blocks (the downsampling curve shows each block size "
+                         "alone).")  # fmt:skip
         if params.get("copy_shift"):
             shifts = ", ".join(f"{voxel_mm * int(k):g} mm {v:.2f} y"
                                for k, v in params["copy_shift"].items())  # fmt:skip
