@@ -288,7 +288,7 @@ def test_network_kinds_learn_age_better_than_the_median(feature_dataset, kind):
 
 
 def test_a_bundle_trained_on_nuisance_copies_states_its_block_size_rule(feature_dataset, tmp_path):
-    """The card of a tissue-linear bundle trained with copies gives the block-size rule and the
+    """The card of a tissue-linear bundle trained with copies gives its block sizes and the
     percentile per block size: copies identical to their sources move by 0 y.
     """
     from bids_brainage.config import ModelSettings
@@ -306,3 +306,6 @@ def test_a_bundle_trained_on_nuisance_copies_states_its_block_size_rule(feature_
     assert all(v == pytest.approx(0.0, abs=1e-6) for v in card["params"]["copy_shift"].values())
     text = (bundle / "model_card.md").read_text()
     assert "Nuisance copies in training" in text and "95th percentile of the change" in text
+    # tissue-linear averages its ridges on 8, 12 and 16 mm blocks; the card names them
+    assert [m["factor"] for m in card["params"]["members"]] == [4, 6, 8]
+    assert "mean of the ridges fitted on 8 mm" in text
