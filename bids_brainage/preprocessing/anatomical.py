@@ -35,6 +35,10 @@ SKULL_STRIPPED_MIN_ZERO_FRACTION = 0.3
 # A stripped brain resampled with a spline (linear alignment to MNI, then the working grid, then
 # N4) keeps a haze of ~0.1 % of its intensity where it was zero: that counts as zero.
 NEAR_ZERO_FRACTION = 0.01  # of the 99th percentile of the non-zero intensities
+# On a skull-stripped input deepbet draws its edge about one voxel inside the given brain (the
+# dark CSF rim looks like the zeros around it: stripped copies lost up to 3.3 % of their CSF);
+# the mask is the given brain within this distance of deepbet's
+STRIPPED_MASK_TOLERANCE_MM = 4.0
 
 
 def _ants():
@@ -368,6 +372,15 @@ def deepbet_mask(n4_file: Path, threads: int = 1) -> np.ndarray:
     return np.asarray(mask.dataobj) > 0
 
 
+def stripped_brain_mask(network_mask: np.ndarray, data: np.ndarray, spacing) -> np.ndarray:
+    """The brain mask of a skull-stripped input: the given brain (``given_brain``) where it lies
+    within ``STRIPPED_MASK_TOLERANCE_MM`` of the network's mask. Its rim of dark CSF stays, as
+    in the same brain given with its head; tissue a loose strip left farther out is cut.
+    """
+    distance = ndimage.distance_transform_edt(~network_mask.astype(bool), sampling=spacing)
+    return given_brain(data) & (distance <= STRIPPED_MASK_TOLERANCE_MM)
+
+
 def brain_extract(
     n4_file: Path, template: Template, out_mask: Path, work: Path, method: str = "template",
     threads: int = 1,
@@ -378,7 +391,8 @@ def brain_extract(
     warps the template brain mask back, then refines it with a 3-class k-means inside a 4 mm
     band: voxels classified as GM/WM are added, CSF-class voxels outside the warped template
     mask are removed; inputs that are already skull-stripped are detected and only cleaned.
-    ``deepbet`` method: the mask of the deepbet network (heads and stripped brains alike); the
+    ``deepbet`` method: the mask of the deepbet network (on a stripped brain: the given brain
+    within 4 mm of it, ``stripped_brain_mask``); the
     registration then starts from the brains' centres of mass, and the head affine serves the
     QC only (the Dice with the warped template mask).
     """
@@ -405,7 +419,7 @@ def brain_extract(
     if method == "deepbet":
         mask = deepbet_mask(n4_file, threads)
         if stripped:  # the given brain is all there is: zeros around it are not CSF
-            mask &= given_brain(data)
+            mask = stripped_brain_mask(mask, data, image.spacing)
     elif stripped:
         mask = foreground_mask(data)
     else:

@@ -13,6 +13,7 @@ from bids_brainage.preprocessing.anatomical import (
     largest_component,
     near_zero,
     otsu_threshold,
+    stripped_brain_mask,
 )
 from bids_brainage.preprocessing.features import contrast_quality, modulate, tissue_volumes
 from bids_brainage.preprocessing.qc import derive_flags
@@ -73,6 +74,24 @@ def test_given_brain_is_the_nonzero_support_with_dark_ventricles_filled():
     assert np.array_equal(support, brain)
     wider = ball(shape, (20, 22, 24), 16)  # a mask drawn 2 voxels too wide
     assert np.array_equal(wider & support, brain)
+
+
+def test_a_stripped_input_keeps_its_given_brain_near_the_network_mask():
+    """deepbet draws its edge about one voxel inside a given brain (the dark CSF rim looks like
+    the zeros around it): the mask is the given brain within 4 mm of the network's mask, so the
+    rim stays, while tissue a loose strip left farther out (here a slab of scalp) is cut.
+    """
+    shape, spacing = (48, 48, 48), (2.0, 2.0, 2.0)
+    brain = ball(shape, (24, 24, 24), 14)
+    scalp = np.zeros(shape, bool)
+    scalp[:, :, 38:42] = ball(shape, (24, 24, 24), 19)[:, :, 38:42]  # 3 to 9 voxels out
+    given = np.where(brain | scalp, 300.0, 0.0)
+    network = ball(shape, (24, 24, 24), 13)  # one voxel inside the brain's edge
+    mask = stripped_brain_mask(network, given, spacing)
+    assert np.array_equal(mask & brain, brain)  # the rim is kept
+    assert not (mask & scalp & ~ball(shape, (24, 24, 24), 15)).any()  # 4 mm out and beyond: cut
+    # the old rule, the network's mask cut to the given brain, lost the rim
+    assert (brain & ~(network & given_brain(given))).sum() > 0.1 * brain.sum()
 
 
 def test_a_resampled_stripped_brain_keeps_a_haze_that_counts_as_zero(rng):
