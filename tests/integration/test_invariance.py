@@ -2,8 +2,9 @@
 
 Copies of three real scans that differ only in voxel size (1 mm), storage orientation, data
 type or a skull strip must give the default model's predicted age within 4 years (median within
-1.5) and GM, WM and CSF volumes within 3 % of the original's (issue 18's targets; a stripped
-copy's CSF within 5 %, see STRIPPED_VOLUME_PCT).
+1.5) and GM, WM and CSF volumes within 3 % of the original's (issue 18's targets). A change of
+contrast is not in this subset: on its three scans gamma 0.8 moves the default's age by 0.98 to
+1.77 y (median 1.64; over 13 scans 1.13, docs/benchmarks.md, round 19).
 """
 
 from __future__ import annotations
@@ -32,10 +33,6 @@ SUBJECTS = {**PAIR, "IXI354": 46.0}
 CI_TRANSFORMS = ("up1mm", "ras", "float32")
 MAX_DELTA_AGE, MEDIAN_DELTA_AGE, MAX_VOLUME_PCT = 4.0, 1.5, 3.0
 VOLUME_PCT = dict.fromkeys(("gm", "wm", "csf"), MAX_VOLUME_PCT)
-# The CSF of a stripped input fell by up to 3.3 % on 13 IXI scans (GM, WM within 0.7 %;
-# docs/benchmarks.md, round 18), over the 3 % target; 5 % still catches a return to N4 inside
-# the head (up to 7.3 %).
-STRIPPED_VOLUME_PCT = {**VOLUME_PCT, "csf": 5.0}
 
 
 def _copies(ixi_dir, root, transforms, *options, make=None, subjects=SUBJECTS):
@@ -117,8 +114,8 @@ def test_nuisance_copies_keep_age_and_volumes(copies_run, transform):
 
 
 def test_skull_stripped_brains_keep_their_age(copies_run, ixi_dir, tmp_path):
-    """Skull-stripped with the app's own mask, as given (GM and WM within 3 %, CSF within 5 %)
-    and affinely aligned to the MNI brain at 1 mm, as shared datasets often hold brains
+    """Skull-stripped with the app's own mask, as given (GM, WM and CSF within 3 %: the mask keeps
+    the given brain's rim of CSF, which deepbet alone drew 3.3 % short) and affinely aligned to the MNI brain at 1 mm, as shared datasets often hold brains
     (held-out ones came out 30 y too young): the predicted age stays within the targets. The
     aligned copies' volumes are not compared: the alignment rescales the brain.
     """
@@ -134,7 +131,7 @@ def test_skull_stripped_brains_keep_their_age(copies_run, ixi_dir, tmp_path):
 
     code, copies_out = _copies(ixi_dir, tmp_path, (), make=stripped)
     assert code == 0
-    for transform, volume_pct in (("skullstrip", STRIPPED_VOLUME_PCT), ("mnistrip", {})):
+    for transform, volume_pct in (("skullstrip", VOLUME_PCT), ("mnistrip", {})):
         deltas = _deltas(out, transform, copies_out, volume_pct)
         assert max(deltas) <= MAX_DELTA_AGE, (transform, deltas)
         assert np.median(deltas) <= MEDIAN_DELTA_AGE, (transform, deltas)
