@@ -19,8 +19,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 RIDGE_ALPHAS = tuple(10.0**k for k in range(-2, 7))
 TISSUE_FACTORS = (2, 3, 4, 6, 8)  # of the 2 mm grid: 4 to 16 mm voxels
 # tissue-linear averages the ridges fitted on 8, 12 and 16 mm blocks (issue 18, round 19): held
-# out, training copies moved less than with the single best block size (at most 4.29 against
-# 5.01 y; benchmarks/nuisance_training.py) at the same CV error
+# out, training copies moved less than with the single best block size (at most 4.64 against
+# 5.35 y; benchmarks/nuisance_training.py) at a CV error 0.1 y lower
 AVERAGED_FACTORS = (4, 6, 8)
 # what tissue-linear does with nuisance copies of training scans: train on them with their
 # source's age, or project their main directions out of the features
