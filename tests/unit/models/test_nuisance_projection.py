@@ -109,17 +109,23 @@ def test_augmentation_trains_on_the_copies_with_their_sources_age(rng):
     np.testing.assert_allclose(augmented.predict(X), by_hand.predict(X), atol=1e-6)
 
 
-def test_augmented_volume_maps_use_only_inner_training_copies(rng):
-    """On maps, the factor is chosen by inner CV: each inner fit may only see copies of its own
-    training rows, and the final fit adds every copy.
-    """
-    n = 40
+def _maps_with_copies(rng, n=40):
+    """GM maps that carry age in one half, and copies of every fifth scan whose WM is shifted
+    in the other half (a nuisance)."""
     age = rng.uniform(20, 80, n)
     maps = rng.normal(0.5, 0.05, (n, 2, 8, 8, 8)).astype(np.float32)
     maps[:, 0, :4] += ((age - 50) / 200)[:, None, None, None]
     rows = np.arange(0, n, 5)
     nuisance = np.zeros((len(rows), 2, 8, 8, 8), np.float32)
     nuisance[:, 1, :, :4] = 0.05
+    return age, maps, nuisance, rows
+
+
+def test_augmented_volume_maps_use_only_inner_training_copies(rng):
+    """On maps, the factor is chosen by inner CV: each inner fit may only see copies of its own
+    training rows, and the final fit adds every copy.
+    """
+    age, maps, nuisance, rows = _maps_with_copies(rng)
     model = TissueLinear((2, 4)).fit(maps, age, nuisance=nuisance, nuisance_rows=rows)
     assert set(model.curve_) == {2, 4} and model.augmented_ == len(rows)
     plain = TissueLinear((model.factor_,)).fit(maps, age)
@@ -239,13 +245,7 @@ def test_averaged_block_sizes_are_the_mean_of_ridges_fitted_alone(rng):
     """
     import torch
 
-    n = 40
-    age = rng.uniform(20, 80, n)
-    maps = rng.normal(0.5, 0.05, (n, 2, 8, 8, 8)).astype(np.float32)
-    maps[:, 0, :4] += ((age - 50) / 200)[:, None, None, None]
-    rows = np.arange(0, n, 5)
-    nuisance = np.zeros((len(rows), 2, 8, 8, 8), np.float32)
-    nuisance[:, 1, :, :4] = 0.05
+    age, maps, nuisance, rows = _maps_with_copies(rng)
     model = TissueLinear((1, 2, 4), averaged_factors=(2, 4)).fit(
         maps, age, nuisance=nuisance, nuisance_rows=rows)  # fmt:skip
     alone = [TissueLinear((f,)).fit(maps, age, nuisance=nuisance, nuisance_rows=rows)
