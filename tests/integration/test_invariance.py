@@ -115,8 +115,9 @@ def test_nuisance_copies_keep_age_and_volumes(copies_run, transform):
 
 def test_skull_stripped_brains_keep_their_age(copies_run, ixi_dir, tmp_path):
     """Skull-stripped with the app's own mask, as given (GM, WM and CSF within 3 %: the mask keeps
-    the given brain's rim of CSF, which deepbet alone drew 3.3 % short) and affinely aligned to the MNI brain at 1 mm, as shared datasets often hold brains
-    (held-out ones came out 30 y too young): the predicted age stays within the targets. The
+    the given brain's rim of CSF, which deepbet alone drew 3.3 % short) and affinely aligned to
+    the MNI brain at 1 mm, as shared datasets often hold brains (held-out ones came out 30 y too
+    young): the predicted age stays within the targets. The
     aligned copies' volumes are not compared: the alignment rescales the brain.
     """
     code, out = copies_run
